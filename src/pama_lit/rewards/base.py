@@ -1,0 +1,66 @@
+"""The reward interface: a frozen scorer from (prompts, responses) to one float per sample."""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+import torch
+
+Reads = Literal["response", "prompt+response"]
+
+
+class Reward(abc.ABC):
+    """A frozen, batched reward function R(prompt, response) -> float.
+
+    Rewards are plain objects, never ``nn.Module`` children of the LightningModule, so they never
+    enter an optimizer, a ``state_dict`` or a checkpoint.
+
+    Attributes:
+        reads: whether the score reads the response alone or the prompt and response together.
+        batch_size: how many samples one call of ``score`` receives at most.
+    """
+
+    reads: Reads = "response"
+    batch_size: int = 64
+
+    def __call__(
+        self, prompts: list[str], responses: list[str], response_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Score a batch.
+
+        Args:
+            prompts: B prompt strings (as shown to the policy, chat template removed).
+            responses: B decoded responses (special tokens removed).
+            response_lengths: (B,) long, the response lengths in policy tokens (EOS included);
+                its device is the device of the returned tensor.
+
+        Returns:
+            (B,) float32 scores on ``response_lengths.device``.
+        """
+        if not (len(prompts) == len(responses) == len(response_lengths)):
+            raise ValueError(
+                f"{type(self).__name__}: got {len(prompts)} prompts, {len(responses)} responses and "
+                f"{len(response_lengths)} lengths; they must match"
+            )
+        chunks = []
+        for start in range(0, len(responses), self.batch_size):
+            stop = start + self.batch_size
+            out = self.score(prompts[start:stop], responses[start:stop], response_lengths[start:stop])
+            chunks.append(torch.as_tensor(out, dtype=torch.float32).reshape(-1).cpu())
+        scores = torch.cat(chunks) if chunks else torch.zeros(0)
+        return scores.to(response_lengths.device)
+
+    @abc.abstractmethod
+    def score(
+        self, prompts: list[str], responses: list[str], response_lengths: torch.Tensor
+    ) -> torch.Tensor | list[float]:
+        """Score at most ``batch_size`` samples; returns B floats in any device or container."""
+
+    def to(self, device: torch.device | str) -> Reward:
+        """Move any model the reward holds; rule rewards have none."""
+        return self
+
+    def metrics(self) -> dict[str, float]:
+        """Extra values to log under ``train/reward_stats/...`` (e.g. normaliser state); none by default."""
+        return {}
