@@ -1,0 +1,73 @@
+"""PPO losses over masked response tokens: the clipped surrogate and the clipped multi-head value loss."""
+
+from __future__ import annotations
+
+import torch
+
+from pama_lit.ops import masked_mean
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate: -mean_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t), rho = pi / pi_old.
+
+    Args:
+        logprobs: (B,T) log pi_theta of the sampled tokens (with grad).
+        old_logprobs: (B,T) log pi_old at rollout time.
+        advantages: (B,T) the combined advantage (e.g. from ``combine_pama_token``).
+        mask: (B,T) bool, True on real response tokens.
+        clip_coef: epsilon, the clip range (CleanRL's ``clip_coef``, TRL's ``cliprange``).
+
+    Returns:
+        loss (0-dim, masked mean over tokens) and detached 0-dim stats:
+        "clipfrac": fraction of tokens where the clipped term is the active one (its gradient is 0);
+        "approx_kl": masked mean of the k3 estimate (rho - 1) - log rho of KL(pi_old || pi_theta);
+        "ratio_mean": masked mean of rho.
+    """
+    log_ratio = logprobs - old_logprobs.detach()
+    ratio = log_ratio.exp()
+    advantages = advantages.detach()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, {name: value.detach() for name, value in stats.items()}
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss, one per value head, summed over heads.
+
+    Per head i: 0.5 * masked_mean(max((v - G)^2, (clip(v, v_old - c, v_old + c) - G)^2)).
+
+    Args:
+        values: (B,T,K) current value-head outputs (with grad).
+        old_values: (B,T,K) values at rollout time.
+        returns: (B,T,K) GAE returns G.
+        mask: (B,T) bool, True on real response tokens.
+        clip_coef: value clip range (CleanRL's ``clip_coef`` with ``clip_vloss``, TRL's ``cliprange_value``).
+
+    Returns:
+        total (0-dim, the sum over heads) and per_head (K,) detached.
+    """
+    old_values = old_values.detach()
+    returns = returns.detach()
+    clipped_values = old_values + (values - old_values).clamp(-clip_coef, clip_coef)
+    losses = torch.maximum((values - returns).square(), (clipped_values - returns).square())
+    per_head = 0.5 * masked_mean(losses, mask)
+    return per_head.sum(), per_head.detach()

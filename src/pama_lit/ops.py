@@ -1,0 +1,258 @@
+"""Pure tensor math of one PPO iteration: masked statistics, KL estimates, reward shaping, GAE.
+
+Nothing here knows about Lightning, Hydra or models. Shapes follow the project's vocabulary:
+mask (B,T) bool True on real response tokens (a contiguous prefix of each row), logprobs (B,T),
+values (B,T,K), scores (B,K), rewards/advantages/returns (B,T,K).
+
+A mask always covers the *leading* dims of the tensor it masks; any trailing dims (the K
+objectives) are kept by reductions and treated independently.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KL_ESTIMATORS = ("k1", "k3", "abs", "mse")
+
+
+def _expand_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape ``mask`` (leading dims of ``x``) so that it broadcasts against ``x``."""
+    if mask.shape != x.shape[: mask.dim()]:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not cover the leading dims of {tuple(x.shape)}"
+        )
+    return mask.bool().reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
+
+
+def masked_mean(
+    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is True.
+
+    Args:
+        x: (*M, *E) values, e.g. (B,T) or (B,T,K).
+        mask: (*M) bool, e.g. (B,T); it broadcasts over the trailing dims *E of ``x``.
+        dim: dims to reduce. None reduces over all of the mask's dims and keeps *E, so x (B,T,K)
+            with mask (B,T) gives (K,), one mean per objective. An int or tuple reduces exactly those
+            dims of ``x`` (``dim=1`` gives per-row means (B,) or (B,K)).
+
+    Returns:
+        The masked mean, shape of ``x`` without the reduced dims. Where no position is selected
+        the result is 0, never NaN; values outside the mask (even inf or NaN) never leak in.
+    """
+    m = _expand_mask(mask, x)
+    if dim is None:
+        dim = tuple(range(mask.dim()))
+    total = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim)
+    count = m.expand_as(x).sum(dim)
+    return total / count.clamp(min=1).to(total.dtype)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of ``x`` over the masked positions, one per trailing dim.
+
+    Args:
+        x: (*M, *E) values, e.g. advantages (B,T,K).
+        mask: (*M) bool, e.g. (B,T).
+        unbiased: apply Bessel's correction n / (n - 1), n = number of masked positions.
+
+    Returns:
+        (*E) variances, e.g. (K,). Zero where fewer than two positions are selected (never NaN).
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum().to(var.dtype)
+        var = var * n / (n - 1).clamp(min=1)
+    return var
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Whiten ``x`` over the masked positions, each trailing dim (objective) on its own.
+
+    Args:
+        x: (*M, *E) values, e.g. advantages (B,T,K).
+        mask: (*M) bool, e.g. (B,T).
+        shift_mean: subtract the masked mean; if False the mean is added back after scaling, so only
+            the spread changes (TRL's ``shift_mean``).
+        eps: added to the variance before the square root.
+
+    Returns:
+        Tensor shaped like ``x`` with masked mean 0 and unbiased masked variance 1 per trailing dim
+        (up to ``eps``); 0 at positions outside the mask.
+    """
+    mean = masked_mean(x, mask)
+    var = masked_var(x, mask, unbiased=True)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(_expand_mask(mask, x), whitened, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from sampled-token logprobs (TRL's ``kl_penalty``).
+
+    Args:
+        logprobs: (B,T) log pi(y_t) of the sampled tokens under the policy.
+        ref_logprobs: (B,T) the same under the reference model.
+        estimator: "k1": logp - logp_ref (unbiased, can be negative); "k3": (r - 1) - log r with
+            log r = logp_ref - logp (unbiased, nonnegative); "abs": |logp - logp_ref|;
+            "mse": 0.5 * (logp - logp_ref)^2.
+
+    Returns:
+        (B,T) per-token estimates; padding positions are not masked here.
+
+    Raises:
+        ValueError: for an unknown estimator.
+    """
+    diff = logprobs - ref_logprobs
+    if estimator == "k1":
+        return diff
+    if estimator == "k3":
+        # expm1 keeps (r - 1) - log r accurate near r = 1; clamp removes rounding below the true bound 0.
+        return (torch.expm1(-diff) + diff).clamp(min=0)
+    if estimator == "abs":
+        return diff.abs()
+    if estimator == "mse":
+        return 0.5 * diff.square()
+    raise ValueError(f"unknown KL estimator {estimator!r}; allowed: {', '.join(KL_ESTIMATORS)}")
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last True position of each row.
+
+    Args:
+        mask: (B,T) bool.
+
+    Returns:
+        (B,) long, -1 for rows without any True position.
+    """
+    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), positions, -1).amax(-1)
+
+
+def shape_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float | torch.Tensor
+) -> torch.Tensor:
+    """Per-token, per-objective rewards: a KL penalty on every token plus the score at the end.
+
+    r_i,t = -beta * kl_t + [t is the last real token] * scores_i.
+
+    Args:
+        scores: (B,K) one score per sample and objective.
+        kl: (B,T) per-token KL estimate (see ``kl_penalty``).
+        mask: (B,T) bool, True on real response tokens.
+        beta: KL coefficient (float or 0-dim tensor).
+
+    Returns:
+        (B,T,K) rewards, 0 outside the mask. A row with an empty mask receives no score.
+    """
+    mask = mask.bool()
+    dtype = torch.promote_types(scores.dtype, kl.dtype)
+    penalty = torch.where(mask, -beta * kl.to(dtype), torch.zeros((), dtype=dtype, device=kl.device))
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    is_last = positions == last_token_index(mask).unsqueeze(-1)
+    return penalty.unsqueeze(-1) + is_last.unsqueeze(-1).to(dtype) * scores.to(dtype).unsqueeze(1)
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation, every objective at once.
+
+    One reverse loop over T, vectorised over the batch and the objectives. The episode ends at the
+    last real token of each row: the value after it is 0 (no bootstrap).
+
+    Args:
+        rewards: (B,T,K) per-token rewards (see ``shape_rewards``).
+        values: (B,T,K) value-head estimates at each token.
+        mask: (B,T) bool, True on real response tokens (a contiguous prefix of each row).
+        gamma: discount.
+        lam: GAE lambda (CleanRL's ``gae_lambda``, TRL's ``lam``).
+
+    Returns:
+        advantages (B,T,K) and returns = advantages + values (B,T,K), both 0 outside the mask.
+    """
+    m = _expand_mask(mask, rewards).to(rewards.dtype)
+    rewards = rewards * m
+    values = values * m
+    num_steps = rewards.shape[1]
+    last_gae = torch.zeros_like(rewards[:, 0])
+    reversed_advantages = []
+    for t in reversed(range(num_steps)):
+        next_value = values[:, t + 1] if t + 1 < num_steps else torch.zeros_like(values[:, t])
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = (delta + gamma * lam * last_gae) * m[:, t]
+        reversed_advantages.append(last_gae)
+    advantages = torch.stack(reversed_advantages[::-1], dim=1)
+    returns = (advantages + values) * m
+    return advantages, returns
+
+
+def noon(advantages: torch.Tensor) -> torch.Tensor:
+    """Noon ("no negative"): clamp advantages at 0 so that every objective's gradient points one way.
+
+    Args:
+        advantages: any shape, usually (B,T,K).
+
+    Returns:
+        max(advantages, 0), same shape.
+    """
+    return advantages.clamp(min=0)
+
+
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def _rowwise(fn, logits: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+    """Apply ``fn`` in float32, a row at a time for low-precision logits.
+
+    A float32 copy of a (B,T,V) bf16 tensor doubles its memory; one row at a time bounds the extra
+    memory by a single (T,V) float32 row.
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        return fn(logits, *others)
+    return torch.stack([fn(_upcast(row), *rest) for row, *rest in zip(logits, *others, strict=True)])
+
+
+def _gather_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = logits.log_softmax(-1)
+    # A -inf logit would give 0 * -inf = NaN; clamping gives 0 * finite = 0 instead.
+    logp = logp.clamp(min=torch.finfo(logp.dtype).min)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of ``labels`` under ``logits`` (log_softmax + gather).
+
+    Args:
+        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 one row at a time.
+        labels: (B,T) long token ids.
+
+    Returns:
+        (B,T) float32 (float64 for float64 logits) log-probabilities; differentiable.
+    """
+    return _rowwise(_gather_logprobs, logits, labels)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at each position.
+
+    Args:
+        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 one row at a time.
+
+    Returns:
+        (B,T) float32 (float64 for float64 logits) entropies in nats.
+    """
+    return _rowwise(_entropy, logits)

@@ -1,0 +1,278 @@
+"""The tensor math of one iteration against naive element-by-element oracles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pama_lit.ops import (
+    entropy_from_logits,
+    gae,
+    kl_penalty,
+    last_token_index,
+    logprobs_from_logits,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    noon,
+    shape_rewards,
+)
+
+FAST = settings(max_examples=40, deadline=None)
+
+
+def ragged_mask(lengths: list[int], num_steps: int) -> torch.Tensor:
+    """(B,T) mask whose row b is True on its first lengths[b] positions."""
+    return torch.arange(num_steps) < torch.tensor(lengths).unsqueeze(-1)
+
+
+@st.composite
+def batches(draw, min_len: int = 0):
+    """(seed, lengths, T, K): a ragged batch description."""
+    num_steps = draw(st.integers(1, 7))
+    lengths = draw(st.lists(st.integers(min_len, num_steps), min_size=1, max_size=5))
+    k = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return seed, lengths, num_steps, k
+
+
+# ---- masked statistics ----------------------------------------------------------------------------
+
+
+def test_masked_mean_reduces_mask_dims_and_keeps_objectives():
+    x = torch.arange(2 * 3 * 2, dtype=torch.float64).reshape(2, 3, 2)
+    mask = ragged_mask([2, 1], 3)
+    selected = [x[0, 0], x[0, 1], x[1, 0]]
+    expected = torch.stack(selected).mean(0)
+    torch.testing.assert_close(masked_mean(x, mask), expected)
+    torch.testing.assert_close(masked_mean(x, mask, dim=(0, 1)), expected)
+    per_row = masked_mean(x, mask, dim=1)
+    torch.testing.assert_close(per_row, torch.stack([x[0, :2].mean(0), x[1, :1].mean(0)]))
+    assert masked_mean(x[..., 0], mask).shape == ()
+
+
+def test_masked_mean_of_empty_mask_is_zero_and_padding_never_leaks():
+    x = torch.full((2, 3, 2), float("nan"))
+    out = masked_mean(x, torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.equal(out, torch.zeros(2))
+    x[0, 0] = 1.0
+    mask = ragged_mask([1, 0], 3)
+    torch.testing.assert_close(masked_mean(x, mask), torch.ones(2))
+    torch.testing.assert_close(masked_mean(x, mask, dim=1), torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_masked_mean_rejects_a_mask_that_does_not_cover_leading_dims():
+    with pytest.raises(ValueError, match="leading dims"):
+        masked_mean(torch.zeros(2, 3, 4), torch.ones(3, 4, dtype=torch.bool))
+
+
+@FAST
+@given(batches(), st.booleans())
+def test_masked_var_matches_torch_var_on_selected_elements(batch, unbiased):
+    seed, lengths, num_steps, k = batch
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), num_steps, k, generator=g, dtype=torch.float64)
+    mask = ragged_mask(lengths, num_steps)
+    selected = x[mask]  # (N, K)
+    out = masked_var(x, mask, unbiased=unbiased)
+    assert out.shape == (k,)
+    if len(selected) < 2:
+        expected = torch.zeros(k, dtype=torch.float64)
+    else:
+        expected = selected.var(0, unbiased=unbiased)
+    torch.testing.assert_close(out, expected)
+
+
+@FAST
+@given(batches())
+def test_masked_whiten_gives_zero_mean_unit_variance_per_objective(batch):
+    seed, lengths, num_steps, k = batch
+    mask = ragged_mask(lengths, num_steps)
+    if mask.sum() < 2:
+        return
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand(k, generator=g, dtype=torch.float64) * 10 + 0.1
+    x = torch.randn(len(lengths), num_steps, k, generator=g, dtype=torch.float64) * scale + 3 * scale
+    white = masked_whiten(x, mask, eps=0.0)
+    selected = white[mask]
+    if torch.any(x[mask].var(0) < 1e-12):
+        return
+    torch.testing.assert_close(selected.mean(0), torch.zeros(k, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(selected.var(0), torch.ones(k, dtype=torch.float64))
+    assert torch.all(white[~mask] == 0)
+
+
+def test_masked_whiten_without_shift_keeps_the_mean():
+    x = torch.tensor([[[2.0], [4.0], [6.0], [100.0]]], dtype=torch.float64)
+    mask = ragged_mask([3], 4)
+    out = masked_whiten(x, mask, shift_mean=False, eps=0.0)
+    # x = (2, 4, 6): mean 4, std 2, so (x - 4) / 2 + 4 = (3, 4, 5).
+    torch.testing.assert_close(out[0, :3, 0], torch.tensor([3.0, 4.0, 5.0], dtype=torch.float64))
+    assert out[0, 3, 0] == 0
+    torch.testing.assert_close(masked_mean(out, mask), torch.tensor([4.0], dtype=torch.float64))
+
+
+# ---- KL estimates ---------------------------------------------------------------------------------
+
+
+def test_kl_estimators_match_their_formulas():
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64)
+    ref = torch.tensor([[-1.5, -1.0, -0.5]], dtype=torch.float64)
+    diff = logp - ref
+    log_r = ref - logp
+    torch.testing.assert_close(kl_penalty(logp, ref, "k1"), diff)
+    torch.testing.assert_close(kl_penalty(logp, ref), diff)
+    torch.testing.assert_close(kl_penalty(logp, ref, "k3"), (log_r.exp() - 1) - log_r)
+    torch.testing.assert_close(kl_penalty(logp, ref, "abs"), diff.abs())
+    torch.testing.assert_close(kl_penalty(logp, ref, "mse"), 0.5 * diff**2)
+
+
+def test_unknown_kl_estimator_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"'k2'.*k1, k3, abs, mse"):
+        kl_penalty(torch.zeros(1, 1), torch.zeros(1, 1), "k2")
+
+
+@FAST
+@given(
+    st.lists(st.floats(-30, 0), min_size=1, max_size=20), st.lists(st.floats(-30, 0), min_size=1, max_size=20)
+)
+def test_k3_is_nonnegative_and_zero_only_at_equality(a, b):
+    n = min(len(a), len(b))
+    logp = torch.tensor(a[:n]).unsqueeze(0)
+    ref = torch.tensor(b[:n]).unsqueeze(0)
+    k3 = kl_penalty(logp, ref, "k3")
+    assert torch.all(k3 >= 0)
+    assert torch.all(kl_penalty(logp, logp, "k3") == 0)
+
+
+def test_k3_is_accurate_for_tiny_differences():
+    logp = torch.tensor([[1e-6]], dtype=torch.float64)
+    ref = torch.zeros(1, 1, dtype=torch.float64)
+    # (r - 1) - log r = x^2 / 2 + O(x^3) for log r = -x.
+    torch.testing.assert_close(kl_penalty(logp, ref, "k3"), torch.tensor([[0.5e-12]], dtype=torch.float64))
+
+
+# ---- reward shaping and GAE -----------------------------------------------------------------------
+
+
+def test_last_token_index_handles_empty_rows():
+    mask = ragged_mask([3, 0, 1], 4)
+    assert last_token_index(mask).tolist() == [2, -1, 0]
+
+
+@FAST
+@given(batches(), st.floats(0, 1))
+def test_shape_rewards_puts_the_score_on_the_last_real_token(batch, beta):
+    seed, lengths, num_steps, k = batch
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(len(lengths), k, generator=g, dtype=torch.float64)
+    kl = torch.randn(len(lengths), num_steps, generator=g, dtype=torch.float64)
+    mask = ragged_mask(lengths, num_steps)
+    rewards = shape_rewards(scores, kl, mask, beta)
+    assert rewards.shape == (len(lengths), num_steps, k)
+    for b, length in enumerate(lengths):
+        for t in range(num_steps):
+            for i in range(k):
+                expected = 0.0
+                if t < length:
+                    expected = -beta * kl[b, t].item() + (scores[b, i].item() if t == length - 1 else 0.0)
+                assert rewards[b, t, i].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_shape_rewards_accepts_a_tensor_beta():
+    mask = ragged_mask([2], 2)
+    rewards = shape_rewards(torch.tensor([[1.0]]), torch.tensor([[1.0, 2.0]]), mask, torch.tensor(0.5))
+    torch.testing.assert_close(rewards, torch.tensor([[[-0.5], [0.0]]]))
+
+
+def naive_gae(rewards, values, lengths, gamma, lam):
+    """CleanRL's reverse loop, one sample and one objective at a time, in Python floats."""
+    batch, num_steps, k = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    returns = torch.zeros_like(rewards)
+    for b in range(batch):
+        length = lengths[b]
+        for i in range(k):
+            last_gae = 0.0
+            for t in reversed(range(length)):
+                next_value = values[b, t + 1, i].item() if t + 1 < length else 0.0
+                delta = rewards[b, t, i].item() + gamma * next_value - values[b, t, i].item()
+                last_gae = delta + gamma * lam * last_gae
+                advantages[b, t, i] = last_gae
+                returns[b, t, i] = last_gae + values[b, t, i].item()
+    return advantages, returns
+
+
+@FAST
+@given(batches(), st.floats(0, 1), st.floats(0, 1))
+def test_gae_matches_the_naive_loop_on_ragged_batches(batch, gamma, lam):
+    seed, lengths, num_steps, k = batch
+    g = torch.Generator().manual_seed(seed)
+    shape = (len(lengths), num_steps, k)
+    rewards = torch.randn(shape, generator=g, dtype=torch.float64)
+    values = torch.randn(shape, generator=g, dtype=torch.float64)
+    mask = ragged_mask(lengths, num_steps)
+    advantages, returns = gae(rewards, values, mask, gamma=gamma, lam=lam)
+    expected_adv, expected_ret = naive_gae(rewards, values, lengths, gamma, lam)
+    torch.testing.assert_close(advantages, expected_adv)
+    torch.testing.assert_close(returns, expected_ret)
+
+
+def test_gae_with_lambda_one_and_gamma_one_gives_reward_to_go():
+    rewards = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])
+    values = torch.tensor([[[0.5], [0.1], [0.2], [7.0]]])
+    mask = ragged_mask([3], 4)
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(returns[0, :, 0], torch.tensor([6.0, 5.0, 3.0, 0.0]))
+    torch.testing.assert_close(advantages[0, :, 0], torch.tensor([5.5, 4.9, 2.8, 0.0]))
+
+
+def test_noon_clamps_negative_advantages():
+    assert noon(torch.tensor([-1.0, 0.0, 2.0])).tolist() == [0.0, 0.0, 2.0]
+
+
+# ---- logits -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_logprobs_from_logits_matches_a_naive_softmax(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 4, 11, generator=g) * 3).to(dtype)
+    labels = torch.randint(0, 11, (3, 4), generator=g)
+    out = logprobs_from_logits(logits, labels)
+    assert out.shape == (3, 4) and out.dtype == torch.float32
+    ref = logits.double()
+    for b in range(3):
+        for t in range(4):
+            row = ref[b, t]
+            expected = row[labels[b, t]] - math.log(row.exp().sum().item())
+            assert out[b, t].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_logprobs_from_logits_is_differentiable():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    labels = torch.randint(0, 5, (2, 3))
+    logprobs_from_logits(logits, labels).sum().backward()
+    expected = torch.nn.functional.one_hot(labels, 5) - logits.detach().softmax(-1)
+    torch.testing.assert_close(logits.grad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_entropy_from_logits_matches_categorical(dtype):
+    logits = (torch.randn(2, 3, 7) * 2).to(dtype)
+    out = entropy_from_logits(logits)
+    assert out.shape == (2, 3) and out.dtype == torch.float32
+    expected = torch.distributions.Categorical(logits=logits.float()).entropy()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_entropy_ignores_masked_vocabulary():
+    logits = torch.tensor([[[0.0, 0.0, -float("inf")]]], requires_grad=True)
+    out = entropy_from_logits(logits)
+    torch.testing.assert_close(out, torch.tensor([[math.log(2)]]))
+    out.sum().backward()
+    assert torch.isfinite(logits.grad).all()
