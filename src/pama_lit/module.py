@@ -1,0 +1,403 @@
+"""``PamaModule``: the LightningModule that orchestrates one PPO iteration per training step.
+
+The math lives in pure tensor functions (``ops``, ``pareto``, ``losses``, ``kl_control``); this
+module only sequences them, owns the models, and logs. One ``training_step`` is one iteration:
+
+1. rollout     sample responses, record pi_old / pi_ref log-probabilities and the K values
+2. score       one reward per objective -> scores (B,K)
+3. shape       per-token rewards: -beta * KL_t, plus the score on the last token
+4. advantages  GAE per objective, whitened per objective; Noon clamps negatives to 0
+5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch
+6. control     adaptive KL coefficient update; logging
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pama_lit import ops
+from pama_lit.algorithms import build_combiner
+from pama_lit.kl_control import build_kl_controller
+from pama_lit.losses import policy_loss, value_loss
+from pama_lit.models.policy import PolicyWithValueHeads
+from pama_lit.preference import resolve_preference
+from pama_lit.rewards import Reward
+from pama_lit.rollout import Rollout, response_mask_from_eos
+from pama_lit.scoring import score_rollout
+from pama_lit.timing import PhaseTimer
+
+log = logging.getLogger(__name__)
+
+
+class PamaModule(L.LightningModule):
+    """Policy, reference and value heads, trained by PAMA (or a baseline) with manual optimization.
+
+    Args:
+        model_loader: zero-argument callable returning a ``LoadedModel`` (policy LM + tokenizer).
+        rewards: objective id -> reward, in objective order. Kept outside the module tree, so
+            rewards never reach an optimizer or a checkpoint.
+        algorithm: ``name`` (pama, pama_batch, morlhf, noon_ppo) and optional ``noon``.
+        ppo: PPO hyperparameters (see ``conf/train.yaml`` for each one's meaning).
+        rollout: generation settings (max_new_tokens, min_new_tokens, temperature, top_k, top_p).
+        model: model settings (lora, chat_template, max_prompt_length, gradient_checkpointing).
+        optimizer: a partial optimizer constructor taking the parameters.
+        preference: K positive weights in objective order, or None for uniform.
+        eval_seed: seed of the sampling during validation (the same responses for the same policy).
+    """
+
+    def __init__(
+        self,
+        model_loader,
+        rewards: dict[str, Reward],
+        algorithm: DictConfig | dict,
+        ppo: DictConfig | dict,
+        rollout: DictConfig | dict,
+        model: DictConfig | dict,
+        optimizer,
+        preference: list[float] | None = None,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        # Checkpoints hold only the trainable weights; the frozen base loads from its source.
+        self.strict_loading = False
+        self.objectives = list(rewards)
+        self.rewards = dict(rewards)
+        self.preference = resolve_preference(preference, self.objectives)
+        self.algo_cfg = _plain(algorithm)
+        self.ppo_cfg = _plain(ppo)
+        self.rollout_cfg = _plain(rollout)
+        self.model_cfg = _plain(model)
+        self.combiner = build_combiner(self.algo_cfg["name"], self.algo_cfg.get("noon"))
+        self.num_streams = self.combiner.num_streams(len(self.objectives))
+        self.model_loader = model_loader
+        self.optimizer_factory = optimizer
+        self.eval_seed = eval_seed
+        kl = self.ppo_cfg["kl"]
+        self.kl_ctl = build_kl_controller(kl["controller"], kl["init_coef"], kl.get("target"), kl.get("horizon", 10000))
+        self.policy: PolicyWithValueHeads | None = None
+        self.tokenizer = None
+        self._val_records: list[dict[str, Any]] = []
+        self.last_eval: dict[str, Any] | None = None
+        self.skipped_steps = 0
+
+    # ----------------------------------------------------------------------------------- set-up
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        loaded = self.model_loader()
+        self.tokenizer = loaded.tokenizer
+        lora = self.model_cfg.get("lora") or {}
+        self.policy = PolicyWithValueHeads(
+            loaded.model,
+            num_value_heads=self.num_streams,
+            lora=lora if lora.get("enabled", True) and lora else None,
+            no_dropout=self.model_cfg.get("disable_dropout", True),
+            gradient_checkpointing=self.model_cfg.get("gradient_checkpointing", False),
+        )
+        eos = {self.tokenizer.eos_token_id}
+        gen_eos = loaded.model.generation_config.eos_token_id
+        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.register_buffer("eos_token_ids", torch.tensor(sorted(eos)), persistent=False)
+
+    def setup(self, stage: str) -> None:
+        self.configure_model()
+        for reward in self.rewards.values():
+            reward.to(self.device)
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return self.optimizer_factory(params)
+
+    # ------------------------------------------------------------------------------ the iteration
+    def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+        timer = PhaseTimer()
+        with timer("rollout"):
+            rollout = self.rollout(batch["prompt"])  # 1
+        with timer("score"):
+            scores = score_rollout(self.rewards, rollout, self.global_iteration)  # 2: (B,K)
+        with timer("advantages"):
+            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg["kl"]["estimator"])
+            streams = self.combiner.stream_scores(scores, self.preference.to(scores))
+            rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
+            advantages, returns = self.advantages(rewards, rollout)  # 4
+        with timer("update"):
+            stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
+        seq_kl = (kl * rollout.response_mask).sum(-1).mean()
+        self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts))  # 6
+        self.last_scores = scores
+        self.log_iteration(rollout, scores, stats, seq_kl, timer)
+
+    @property
+    def global_iteration(self) -> int:
+        return int(self.trainer.fit_loop.epoch_loop._batches_that_stepped) if self._trainer else 0
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str], do_sample: bool = True) -> Rollout:
+        """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad."""
+        queries, query_mask = self.tokenize_prompts(prompts)
+        cfg = self.rollout_cfg
+        responses = self.policy.generate(
+            queries,
+            query_mask,
+            eos_token_ids=self.eos_token_ids.tolist(),
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=cfg["max_new_tokens"],
+            min_new_tokens=cfg.get("min_new_tokens", 1),
+            temperature=cfg.get("temperature", 1.0),
+            top_k=cfg.get("top_k", 0),
+            top_p=cfg.get("top_p", 1.0),
+            do_sample=do_sample,
+        )
+        response_mask = response_mask_from_eos(responses, self.eos_token_ids)
+        responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
+        input_ids = torch.cat([queries, responses], dim=1)
+        attention_mask = torch.cat([query_mask, response_mask], dim=1)
+        num_response = responses.shape[1]
+        logits, values = self.policy(input_ids, attention_mask, num_response)
+        logprobs = ops.logprobs_from_logits(logits, responses)
+        del logits
+        ref_logits = self.policy.reference_logits(input_ids, attention_mask, num_response)
+        ref_logprobs = ops.logprobs_from_logits(ref_logits, responses)
+        del ref_logits
+        m = response_mask
+        texts = self.tokenizer.batch_decode(responses.masked_fill(~m, self.tokenizer.pad_token_id), skip_special_tokens=True)
+        return Rollout(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            responses=responses,
+            response_mask=m,
+            logprobs=logprobs * m,
+            ref_logprobs=ref_logprobs * m,
+            values=values * m.unsqueeze(-1),
+            prompts=list(prompts),
+            texts=texts,
+        )
+
+    def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
+        tok = self.tokenizer
+        if self.model_cfg.get("chat_template", True) and getattr(tok, "chat_template", None):
+            texts = [
+                tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+                for p in prompts
+            ]
+            add_special = False
+        else:
+            texts, add_special = list(prompts), True
+        max_len = self.model_cfg.get("max_prompt_length", 256)
+        enc = tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            add_special_tokens=add_special,
+        )
+        if enc.attention_mask.sum(-1).max() >= max_len and not getattr(self, "_warned_truncation", False):
+            log.warning("Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len)
+            self._warned_truncation = True
+        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device).bool()
+
+    def advantages(self, rewards: torch.Tensor, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phase 4: per-stream GAE, per-stream whitening and (where the algorithm asks) Noon.
+
+        Returns advantages and returns, both (B,T,S).
+        """
+        cfg = self.ppo_cfg
+        advantages, returns = ops.gae(rewards, rollout.values, rollout.response_mask, cfg["gamma"], cfg["gae_lambda"])
+        if cfg.get("whiten_advantages", True):
+            advantages = ops.masked_whiten(advantages, rollout.response_mask)
+        if self.combiner.noon:
+            advantages = ops.noon(advantages)
+        return advantages, returns
+
+    def ppo_update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, timer: PhaseTimer) -> dict:
+        """Phase 5: PPO epochs over shuffled minibatches with the combine step in each."""
+        cfg = self.ppo_cfg
+        opt = self.optimizers()
+        batch_size = rollout.responses.shape[0]
+        mb_size = batch_size // cfg["num_minibatches"]
+        pref = self.combiner.stream_preference(self.preference.to(advantages))
+        acc: dict[str, list[torch.Tensor]] = {}
+        for _ in range(cfg["epochs"]):
+            for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
+                stats = self.minibatch_step(opt, rollout, advantages, returns, idx, pref, timer)
+                for k, v in stats.items():
+                    acc.setdefault(k, []).append(v)
+        return {k: torch.stack(v).mean(0) for k, v in acc.items()}
+
+    def minibatch_step(self, opt, rollout, advantages, returns, idx, pref, timer) -> dict[str, torch.Tensor]:
+        cfg = self.ppo_cfg
+        mask = rollout.response_mask[idx]
+        logits, values = self.policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
+        logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
+        with torch.no_grad():
+            entropy = ops.masked_mean(ops.entropy_from_logits(logits), mask)
+        del logits
+        ratio = torch.exp(logprobs - rollout.logprobs[idx]).detach()
+        with timer("pareto_solve"):
+            combined, weights = self.combiner.combine(advantages[idx], mask, pref, ratio, cfg["clip_coef"])
+        pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg["clip_coef"])
+        vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg["vf_clip"])
+        loss = pg_loss + cfg["vf_coef"] * vf_loss
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.finite_gradients(loss):
+            if cfg.get("max_grad_norm"):
+                self.clip_gradients(opt, gradient_clip_val=cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+            opt.step()
+        else:
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+        binding = weights if weights.dim() == 1 else ops.masked_mean(weights, mask)
+        return {
+            "loss/policy": pg_loss.detach(),
+            "loss/value": vf_loss.detach(),
+            "loss/value_heads": vf_per_head,
+            "policy/entropy": entropy,
+            "policy/clipfrac": pg_stats["clipfrac"],
+            "policy/approx_kl": pg_stats["approx_kl"],
+            "pareto/binding": binding.detach(),
+            "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
+        }
+
+    def finite_gradients(self, loss: torch.Tensor) -> bool:
+        """True when the loss and every gradient are finite: a NaN never reaches the optimizer step."""
+        if not torch.isfinite(loss):
+            log.warning("Non-finite loss %s at iteration %d: optimizer step skipped", loss.item(), self.global_iteration)
+            return False
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
+            log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------ logging
+    def log_iteration(self, rollout: Rollout, scores, stats, seq_kl, timer: PhaseTimer) -> None:
+        m: dict[str, Any] = {}
+        for i, name in enumerate(self.objectives):
+            m[f"train/reward/{name}"] = scores[:, i].mean()
+        for key, value in stats.items():
+            if value.dim() == 0:
+                m[f"train/{key}"] = value
+            elif key == "loss/value_heads":
+                for i, name in enumerate(self._stream_names()):
+                    m[f"train/loss/value/{name}"] = value[i]
+            elif key == "pareto/binding":
+                for i, name in enumerate(self._stream_names()):
+                    m[f"train/pareto/binding_frac/{name}"] = value[i]
+        m["train/kl/ref"] = seq_kl
+        m["train/kl/coef"] = self.kl_ctl.value
+        m["train/response_length"] = rollout.lengths.float().mean()
+        m["train/skipped_steps"] = float(self.skipped_steps)
+        for phase, seconds in timer.seconds.items():
+            m[f"train/time/{phase}"] = seconds
+        for name, reward in self.rewards.items():
+            for key, value in reward.metrics().items():
+                m[f"train/reward_stats/{key}/{name}"] = value
+        m = {k: float(v) for k, v in m.items()}
+        self.log_dict(m, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
+        bar = {f"r/{name}": m[f"train/reward/{name}"] for name in self.objectives}
+        bar["kl"] = m["train/kl/ref"]
+        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
+        self.last_rollout = rollout
+
+    def _stream_names(self) -> list[str]:
+        return self.objectives if self.num_streams == len(self.objectives) else ["scalarised"]
+
+    # --------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_records = []
+
+    def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+        # Fixed sampling seed per batch: the same policy gives the same responses at every evaluation.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.eval_seed + batch_idx)
+            rollout = self.rollout(batch["prompt"])
+        scores = score_rollout(self.rewards, rollout, self.global_iteration)
+        kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.response_mask).sum(-1)
+        for b in range(len(rollout.texts)):
+            self._val_records.append(
+                {
+                    "prompt": rollout.prompts[b],
+                    "response": rollout.texts[b],
+                    "scores": {name: float(scores[b, i]) for i, name in enumerate(self.objectives)},
+                    "kl_ref": float(kl[b]),
+                    "length": int(rollout.lengths[b]),
+                }
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        from pama_lit.evaluation import summarise
+
+        records = self._gather_records(self._val_records)
+        summary = summarise(records, self.objectives)
+        self.last_eval = summary
+        metrics = {f"val/reward/{name}": summary["rewards"][name]["mean"] for name in self.objectives}
+        metrics["val/kl/ref"] = summary["kl_ref"]
+        metrics["val/response_length"] = summary["response_length"]
+        self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
+
+    def _gather_records(self, records: list[dict]) -> list[dict]:
+        if self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return records
+        gathered: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
+        torch.distributed.all_gather_object(gathered, records)
+        return [r for part in gathered for r in part]
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in self._trainable_keys()
+        }
+        checkpoint["pama"] = {
+            "objectives": self.objectives,
+            "algorithm": self.combiner.name,
+            "preference": self.preference.tolist(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "skipped_steps": self.skipped_steps,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("pama")
+        if state is None:
+            raise ValueError("this checkpoint was not written by pama_lit (no 'pama' section)")
+        if list(state["objectives"]) != self.objectives:
+            raise ValueError(
+                f"checkpoint objectives {state['objectives']} differ from this run's {self.objectives}; "
+                "resume with the same objective= setting"
+            )
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    def _trainable_keys(self) -> set[str]:
+        return {f"policy.{k}" for k in self.policy.trainable_state_dict()}
+
+
+def _plain(cfg: DictConfig | dict | None) -> dict:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+

@@ -1,0 +1,146 @@
+"""``train(cfg)``: compose one run from a Hydra config and fit it. ``train.py`` at the root calls this."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pama_lit.callbacks import run_metadata
+from pama_lit.config import validate_config
+from pama_lit.evaluation import eval_record, write_json_atomic
+from pama_lit.module import PamaModule
+from pama_lit.rewards import build_rewards
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, build every component, evaluate the reference, fit, evaluate again, export.
+
+    Returns:
+        ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
+    """
+    validate_config(cfg)  # every check that needs no model runs before anything loads
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
+    rewards = build_rewards(cfg.objective.rewards)
+    log.info("Data <%s>", cfg.data._target_)
+    datamodule = instantiate(cfg.data)
+    log.info("Model <%s>", cfg.model.loader._target_)
+    module = PamaModule(
+        model_loader=instantiate(cfg.model.loader, _partial_=True),
+        rewards=rewards,
+        algorithm=cfg.algorithm,
+        ppo=cfg.ppo,
+        rollout=cfg.rollout,
+        model=cfg.model,
+        optimizer=instantiate(cfg.optimizer),
+        preference=cfg.preference,
+        eval_seed=cfg.eval.seed,
+    )
+    trainer = build_trainer(cfg)
+
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    start = module.last_eval
+    if trainer.is_global_zero and start is not None:
+        write_json_atomic(output_dir / "eval_reference.json", eval_record(start, **run_metadata(trainer, module, "reference")))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    end = module.last_eval
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
+        export(module, output_dir / "final")
+        print_summary(module.objectives, start, end, output_dir)
+    return {"start": start, "end": end, "output_dir": str(output_dir)}
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer with the configured callbacks and loggers."""
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        cb_cfg = cb_cfg.copy()
+        if "every_n_iterations" in cb_cfg and cb_cfg._target_.endswith("ModelCheckpoint"):
+            # Under manual optimization global_step counts optimizer steps, not iterations.
+            steps = cfg.ppo.epochs * cfg.ppo.num_minibatches
+            with open_dict(cb_cfg):
+                cb_cfg.every_n_train_steps = cb_cfg.pop("every_n_iterations") * steps
+        log.info("Callback %s <%s>", name, cb_cfg._target_)
+        callbacks.append(instantiate(cb_cfg))
+    loggers = build_loggers(cfg)
+    val_every = max(1, min(cfg.eval.every_n_iterations, cfg.iterations))
+    log.info("Trainer <%s>", cfg.trainer._target_)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, val_check_interval=val_every)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Instantiate ``cfg.logger``; a W&B logger without an API key falls back to offline mode."""
+    loggers = []
+    for name, lg_cfg in (cfg.get("logger") or {}).items():
+        lg_cfg = lg_cfg.copy()
+        if lg_cfg._target_.endswith("WandbLogger") and not lg_cfg.get("offline") and not wandb_has_key():
+            log.warning("No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later")
+            with open_dict(lg_cfg):
+                lg_cfg.offline = True
+        log.info("Logger %s <%s>", name, lg_cfg._target_)
+        loggers.append(instantiate(lg_cfg))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def wandb_has_key() -> bool:
+    """True when W&B could authenticate: an API key in the environment or a netrc entry."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline":
+        return bool(os.environ.get("WANDB_API_KEY"))
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: a file, or ``last`` for ``<output_dir>/checkpoints/last.ckpt``."""
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return None
+    if path == "last":
+        path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r} does not exist")
+    return path
+
+
+def export(module: PamaModule, folder: Path) -> None:
+    """Save the final policy: the adapter (``save_pretrained``), value heads and tokenizer."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lm = module.policy.lm
+    target = folder / ("adapter" if module.policy.uses_lora else "model")
+    lm.save_pretrained(target)
+    module.tokenizer.save_pretrained(target)
+    torch.save(
+        {"state_dict": module.policy.value_head.state_dict(), "streams": module._stream_names()},
+        folder / "value_heads.pt",
+    )
+
+
+def print_summary(objectives: list[str], start: dict | None, end: dict | None, output_dir: Path) -> None:
+    """Print each objective's mean evaluation reward at the start and at the end of training."""
+    if start is None or end is None:
+        return
+    lines = ["", f"{'objective':<14}{'start':>10}{'end':>10}{'change':>10}"]
+    for name in objectives:
+        a, b = start["rewards"][name]["mean"], end["rewards"][name]["mean"]
+        lines.append(f"{name:<14}{a:>10.4f}{b:>10.4f}{b - a:>+10.4f}")
+    lines.append(f"{'kl_ref':<14}{start['kl_ref']:>10.4f}{end['kl_ref']:>10.4f}")
+    lines.append(f"{'length':<14}{start['response_length']:>10.2f}{end['response_length']:>10.2f}")
+    lines.append(f"Results in {output_dir} (eval.json, evaluations.jsonl, final/)")
+    print("\n".join(lines), flush=True)
