@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     start = module.last_eval
     if trainer.is_global_zero and start is not None:
-        write_json_atomic(output_dir / "eval_reference.json", eval_record(start, **run_metadata(trainer, module, "reference")))
+        write_json_atomic(output_dir / "reference" / "eval.json", eval_record(start, **run_metadata(trainer, module, "reference")))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
@@ -142,5 +142,5 @@ def print_summary(objectives: list[str], start: dict | None, end: dict | None, o
         lines.append(f"{name:<14}{a:>10.4f}{b:>10.4f}{b - a:>+10.4f}")
     lines.append(f"{'kl_ref':<14}{start['kl_ref']:>10.4f}{end['kl_ref']:>10.4f}")
     lines.append(f"{'length':<14}{start['response_length']:>10.2f}{end['response_length']:>10.2f}")
-    lines.append(f"Results in {output_dir} (eval.json, evaluations.jsonl, final/)")
+    lines.append(f"Results in {output_dir} (eval.json, reference/eval.json, evaluations.jsonl, final/)")
     print("\n".join(lines), flush=True)

@@ -1,0 +1,126 @@
+"""Evaluate a finished run (or its reference policy) on held-out prompts and write its result file.
+
+``python evaluate.py run_dir=outputs/... [policy=reference] [num_prompts=128] [seed=7]``
+
+The run's own composed config (``<run_dir>/.hydra/config.yaml``) rebuilds the same model, rewards
+and prompts; the exported adapter (or full model) and value heads in ``<run_dir>/final`` are loaded
+on top. Sampling uses a fixed seed, so the same policy always gives the same responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pama_lit.callbacks import run_metadata
+from pama_lit.evaluation import eval_record, write_json_atomic
+from pama_lit.module import PamaModule
+from pama_lit.rewards import build_rewards
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("trained", "reference")
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The composed config a run saved (Hydra writes it to ``<run_dir>/.hydra/config.yaml``)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run_dir must be the output folder of a `python train.py` run")
+    cfg = OmegaConf.load(path)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir)
+    return cfg
+
+
+def load_final_weights(module: PamaModule, final_dir: Path) -> None:
+    """Load the exported adapter (or full model) and value heads into a freshly built module."""
+    from safetensors.torch import load_file
+
+    policy = module.policy
+    if policy.uses_lora:
+        from peft import set_peft_model_state_dict
+
+        weights = final_dir / "adapter" / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found: did the run finish?")
+        set_peft_model_state_dict(policy.lm, load_file(weights, device=str(module.device)))
+    else:
+        folder = final_dir / "model"
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors in {folder}: did the run finish?")
+        state = {}
+        for f in files:
+            state.update(load_file(f, device=str(module.device)))
+        policy.lm.load_state_dict(state, strict=False)
+    heads = torch.load(final_dir / "value_heads.pt", map_location=module.device, weights_only=True)
+    policy.value_head.load_state_dict(heads["state_dict"])
+
+
+def evaluate(
+    run_dir: str | Path,
+    policy: str = "trained",
+    num_prompts: int | None = None,
+    seed: int | None = None,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Sample on the run's held-out prompts, score every objective, write and return the result.
+
+    Args:
+        run_dir: the output folder of a finished ``train.py`` run.
+        policy: ``trained`` (the exported policy) or ``reference`` (adapters off: the baseline point).
+        num_prompts: how many validation prompts (default: the run's ``data.val_size``).
+        seed: sampling seed (default: the run's ``eval.seed``).
+        output: result file (default ``<run_dir>/eval.json`` or ``<run_dir>/reference/eval.json``).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy={policy!r} is not one of {', '.join(POLICIES)}")
+    run_dir = Path(run_dir).resolve()
+    cfg = load_run_config(run_dir)
+    with open_dict(cfg):
+        if num_prompts is not None:
+            cfg.data.val_size = int(num_prompts)
+        if seed is not None:
+            cfg.eval.seed = int(seed)
+    module = PamaModule(
+        model_loader=instantiate(cfg.model.loader, _partial_=True),
+        rewards=build_rewards(cfg.objective.rewards),
+        algorithm=cfg.algorithm,
+        ppo=cfg.ppo,
+        rollout=cfg.rollout,
+        model=cfg.model,
+        optimizer=instantiate(cfg.optimizer),
+        preference=cfg.preference,
+        eval_seed=cfg.eval.seed,
+    )
+    module.configure_model()
+    if policy == "trained":
+        load_final_weights(module, run_dir / "final")
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(run_dir),
+    )
+    # A freshly built policy is the reference: LoRA's B matrices start at zero, and without LoRA
+    # the weights are the base model's until the exported ones are loaded.
+    trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)
+    meta = run_metadata(trainer, module, policy)
+    meta["run_dir"] = str(run_dir)
+    meta["iteration"] = cfg.iterations if policy == "trained" else 0
+    record = eval_record(module.last_eval, **meta)
+    default = run_dir / ("eval.json" if policy == "trained" else "reference/eval.json")
+    path = Path(output) if output else default
+    write_json_atomic(path, record)
+    log.info("Wrote %s", path)
+    return record
