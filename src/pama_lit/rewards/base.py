@@ -47,7 +47,13 @@ class Reward(abc.ABC):
         for start in range(0, len(responses), self.batch_size):
             stop = start + self.batch_size
             out = self.score(prompts[start:stop], responses[start:stop], response_lengths[start:stop])
-            chunks.append(torch.as_tensor(out, dtype=torch.float32).reshape(-1).cpu())
+            chunk = torch.as_tensor(out, dtype=torch.float32).reshape(-1).cpu()
+            if len(chunk) != len(responses[start:stop]):
+                raise ValueError(
+                    f"{type(self).__name__}.score returned {len(chunk)} scores for "
+                    f"{len(responses[start:stop])} samples"
+                )
+            chunks.append(chunk)
         scores = torch.cat(chunks) if chunks else torch.zeros(0)
         return scores.to(response_lengths.device)
 
@@ -61,6 +67,28 @@ class Reward(abc.ABC):
         """Move any model the reward holds; rule rewards have none."""
         return self
 
+    def train(self, mode: bool = True) -> Reward:
+        """Training or evaluation mode; only stateful wrappers (running normalisation) care."""
+        return self
+
+    def eval(self) -> Reward:
+        """Evaluation mode: scores no longer update any running state."""
+        return self.train(False)
+
     def metrics(self) -> dict[str, float]:
         """Extra values to log under ``train/reward_stats/...`` (e.g. normaliser state); none by default."""
         return {}
+
+
+def check_reads(reads: str, who: str) -> Reads:
+    """Validate a ``reads`` option."""
+    if reads not in ("response", "prompt+response"):
+        raise ValueError(f"{who}: reads must be 'response' or 'prompt+response', got {reads!r}")
+    return reads  # type: ignore[return-value]
+
+
+def read_texts(reads: Reads, prompts: list[str], responses: list[str], separator: str = "\n") -> list[str]:
+    """The texts a reward reads: the responses, or each prompt and response joined by ``separator``."""
+    if reads == "response":
+        return list(responses)
+    return [p + separator + r for p, r in zip(prompts, responses, strict=True)]

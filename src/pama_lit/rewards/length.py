@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from pama_lit.rewards.base import Reward
 
 
