@@ -6,8 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pama_lit.cache import cache_dir
 from pama_lit.rewards.base import Reward
-from pama_lit.rewards.cache import cache_dir
 from pama_lit.rewards.callable import CallableReward
 from pama_lit.rewards.harmless import ProfanityHarmless
 from pama_lit.rewards.hub import RewardModelReward, SequenceClassifierReward

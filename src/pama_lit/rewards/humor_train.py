@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pama_lit.rewards.cache import cache_dir
+from pama_lit.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
