@@ -240,9 +240,9 @@ def build_from_conf(name: str):
 @pytest.mark.parametrize(
     ("config", "model", "alternative"),
     [
-        ("sentiment_hub", "lvwerra/distilbert-imdb", "reward=sentiment"),
-        ("humor_hub", "mohameddhiab/humor-no-humor", "reward=humor"),
-        ("harmless_hub", "Ray2333/gpt2-large-harmless-reward_model", "reward=harmless"),
+        ("sentiment_hub", "lvwerra/distilbert-imdb", "objective=sentiment+length"),
+        ("humor_hub", "mohameddhiab/humor-no-humor", "reward@objective.rewards.humor=humor"),
+        ("harmless_hub", "Ray2333/gpt2-large-harmless-reward_model", "objective=harmless+length"),
     ],
 )
 def test_hub_configs_fail_fast_offline_naming_the_embedded_alternative(

@@ -106,11 +106,11 @@ def _require(
     def fail(reason: str, offline: bool = True) -> HubModelUnavailable:
         if not offline:
             return HubModelUnavailable(
-                f"{what} '{name}' is not available: {reason}. Use {alternative} instead."
+                f"{what} '{name}' is not available: {reason}. Instead use {alternative}."
             )
         return HubModelUnavailable(
             f"{what} '{name}' is not available offline: it is not a local folder, not in the Hugging Face "
-            f"cache, and {reason}. Use {alternative} instead, or run where the hub is reachable (a repo "
+            f"cache, and {reason}. Instead use {alternative}; or run where the hub is reachable (a repo "
             f"fetched there with `{download} {name}` is then found in the cache)."
         )
 
