@@ -9,12 +9,6 @@ from typing import Literal
 import torch
 
 from pama_lit.rewards.base import Reads, Reward, check_reads, read_texts
-from pama_lit.rewards.humor_train import (
-    default_artifact_path,
-    load_artifact,
-    load_embedder,
-    train_humor_classifier,
-)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +57,14 @@ class HumorClassifier(Reward):
         self.info: dict | None = None
 
     def _load(self) -> None:
+        # Imported here so that `python -m pama_lit.rewards.humor_train` runs a module not yet imported.
+        from pama_lit.rewards.humor_train import (
+            default_artifact_path,
+            load_artifact,
+            load_embedder,
+            train_humor_classifier,
+        )
+
         path = self.artifact_path or default_artifact_path()
         embedder = load_embedder(str(self.device))
         if path.exists():
