@@ -10,7 +10,12 @@ pama           K               yes    per token: Theorem-1 closed form of A_i,t 
 pama_batch     K               yes    per minibatch: Theorem-1 weights of the masked means
 morlhf         1               no     PPO on the scalarised score sum_i w_i R_i
 noon_ppo       1 (K must be 1) yes    single-objective Noon PPO
+mgda_ub        K               no     gradients: min-norm over d L_i / d(last hidden states)
+mgda           K               no     gradients: min-norm over d L_i / d(trainable parameters)
 =============  ==============  =====  =========================================================
+
+The two MGDA baselines combine gradients, not advantages: ``gradient_space`` says where, and the
+module hands their minibatch to ``gradient_step.mgda_backward`` (method in ``gradient_methods``).
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ class Combiner:
     Attributes:
         name: the ``algorithm.name`` this combiner answers to.
         noon: clamp each stream's whitened advantages at 0 before combining.
+        gradient_space: None for advantage combiners; "representation" or "parameters" for the
+            MGDA baselines, which combine per-objective gradients instead.
     """
 
     name: str = "pama"
     noon: bool = True
+    gradient_space: str | None = None
 
     def num_streams(self, num_objectives: int) -> int:
         """How many value heads / advantage streams the policy carries."""
@@ -105,11 +113,41 @@ class NoonPPO(Morlhf):
         return 1
 
 
+@dataclass
+class MgdaUB(Combiner):
+    """MGDA-UB (Sener and Koltun 2018): min-norm weights of the per-objective PPO losses' gradients
+    with respect to the last hidden states, then one backward of the weighted loss.
+
+    No Noon by default: the paper's baseline runs MGDA-UB on ordinary per-objective PPO losses, and
+    Noon is part of PAMA's contribution (``algorithm.noon=true`` adds it).
+    """
+
+    name: str = "mgda_ub"
+    noon: bool = False
+    gradient_space: str | None = "representation"
+
+    def combine(self, advantages, mask, preference, ratio, clip_coef):
+        raise TypeError(
+            f"algorithm={self.name} combines gradients, not advantages: see gradient_step.mgda_backward"
+        )
+
+
+@dataclass
+class Mgda(MgdaUB):
+    """Full MGDA over the shared trainable parameters (the LoRA adapters): K backward passes, the
+    Gram matrix of the flattened gradients, the combined gradient written back before the step."""
+
+    name: str = "mgda"
+    gradient_space: str | None = "parameters"
+
+
 COMBINERS: dict[str, type[Combiner]] = {
     "pama": Combiner,
     "pama_batch": PamaBatch,
     "morlhf": Morlhf,
     "noon_ppo": NoonPPO,
+    "mgda_ub": MgdaUB,
+    "mgda": Mgda,
 }
 
 

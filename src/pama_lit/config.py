@@ -25,6 +25,11 @@ def validate_config(cfg: DictConfig) -> None:
     if name not in COMBINERS:
         raise ConfigError(f"unknown algorithm {name!r}; known: {', '.join(COMBINERS)}")
     COMBINERS[name]().num_streams(len(objectives))
+    if COMBINERS[name].gradient_space == "parameters" and str(cfg.trainer.get("precision")) == "16-mixed":
+        raise ConfigError(
+            f"algorithm={name} writes unscaled gradients, which 16-mixed's gradient scaler would unscale again; "
+            "use trainer.precision=bf16-mixed or 32-true"
+        )
     if cfg.iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
     r = cfg.rollout

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pama_lit import ops
 from pama_lit.algorithms import build_combiner
+from pama_lit.gradient_step import mgda_backward
 from pama_lit.kl_control import build_kl_controller
 from pama_lit.losses import policy_loss, value_loss
 from pama_lit.models.policy import PolicyWithValueHeads
@@ -236,6 +237,14 @@ class PamaModule(L.LightningModule):
 
     def minibatch_step(self, opt, rollout, advantages, returns, idx, pref, timer) -> dict[str, torch.Tensor]:
         cfg = self.ppo_cfg
+        if self.combiner.gradient_space is not None:  # mgda_ub, mgda: combine gradients, not advantages
+            opt.zero_grad(set_to_none=True)
+            loss, stats = mgda_backward(
+                self.policy, self.manual_backward, self.combiner.gradient_space,
+                rollout, advantages, returns, idx, pref, cfg, timer,
+            )  # fmt: skip
+            self.apply_gradients(opt, loss)
+            return stats
         mask = rollout.response_mask[idx]
         logits, values = self.policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
         logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
@@ -250,13 +259,7 @@ class PamaModule(L.LightningModule):
         loss = pg_loss + cfg["vf_coef"] * vf_loss
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.finite_gradients(loss):
-            if cfg.get("max_grad_norm"):
-                self.clip_gradients(opt, gradient_clip_val=cfg["max_grad_norm"], gradient_clip_algorithm="norm")
-            opt.step()
-        else:
-            opt.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
+        self.apply_gradients(opt, loss)
         binding = weights if weights.dim() == 1 else ops.masked_mean(weights, mask)
         return {
             "loss/policy": pg_loss.detach(),
@@ -268,6 +271,16 @@ class PamaModule(L.LightningModule):
             "pareto/binding": binding.detach(),
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
         }
+
+    def apply_gradients(self, opt, loss: torch.Tensor) -> None:
+        """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite."""
+        if self.finite_gradients(loss):
+            if self.ppo_cfg.get("max_grad_norm"):
+                self.clip_gradients(opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+            opt.step()
+        else:
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
 
     def finite_gradients(self, loss: torch.Tensor) -> bool:
         """True when the loss and every gradient are finite: a NaN never reaches the optimizer step."""
@@ -294,6 +307,9 @@ class PamaModule(L.LightningModule):
             elif key == "pareto/binding":
                 for i, name in enumerate(self._stream_names()):
                     m[f"train/pareto/binding_frac/{name}"] = value[i]
+            elif key == "pareto/weight":
+                for i, name in enumerate(self._stream_names()):
+                    m[f"train/pareto/weight/{name}"] = value[i]
         m["train/kl/ref"] = seq_kl
         m["train/kl/coef"] = self.kl_ctl.value
         m["train/response_length"] = rollout.lengths.float().mean()

@@ -87,22 +87,32 @@ class PolicyWithValueHeads(nn.Module):
         )
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_response: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_response: int,
+        return_hidden: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Logits and values at the positions that predict the response tokens.
 
         Args:
             input_ids: (B, Tq+T) left-padded queries followed by right-padded responses.
             attention_mask: (B, Tq+T) True on real query and response tokens.
             num_response: T.
+            return_hidden: also return the last hidden state, the representation that both the LM head
+                and the value heads read (MGDA-UB differentiates with respect to it).
 
         Returns:
-            logits (B,T,V) and values (B,T,K) (float32), position t predicting response token t.
+            logits (B,T,V) and values (B,T,K) (float32), position t predicting response token t; with
+            ``return_hidden`` also the final (normed) hidden state (B, Tq+T, H), the very tensor the
+            logits and values are computed from.
         """
         out = self.lm(**self._inputs(input_ids, attention_mask, num_response), output_hidden_states=True)
         logits = out.logits[:, :-1]
         hidden = out.hidden_states[-1][:, -(num_response + 1) : -1]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).float()
+        if return_hidden:
+            return logits, values, out.hidden_states[-1]
         return logits, values
 
     @torch.no_grad()
