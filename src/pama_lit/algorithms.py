@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pama_lit import distributed
 from pama_lit.pareto import combine_pama_batch, combine_pama_token
 
 
@@ -74,7 +75,10 @@ class PamaBatch(Combiner):
     name: str = "pama_batch"
 
     def combine(self, advantages, mask, preference, ratio, clip_coef):
-        return combine_pama_batch(advantages, mask, preference, ratio=ratio, clip_coef=clip_coef)
+        # One set of weights per minibatch across all ranks: the means cover every rank's tokens.
+        return combine_pama_batch(
+            advantages, mask, preference, ratio=ratio, clip_coef=clip_coef, mean_fn=distributed.masked_mean
+        )
 
 
 @dataclass

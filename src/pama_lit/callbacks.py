@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -55,6 +56,35 @@ class EvaluationWriter(L.Callback):
             return
         record = eval_record(summary, **run_metadata(trainer, pl_module))
         append_jsonl(Path(trainer.default_root_dir) / "evaluations.jsonl", record)
+
+
+class RankConsistency(L.Callback):
+    """With several processes, check at the end of training that every rank holds the same weights.
+
+    DDP keeps replicas identical only if every rank takes the same optimizer steps; a rank that
+    skipped a step on its own, or a statistic left unreduced, makes them drift silently. Rank 0
+    writes each rank's SHA-256 of the trainable weights to ``<output_dir>/rank_weights.json``; a
+    mismatch raises. In one process it does nothing.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from pama_lit import distributed
+        from pama_lit.evaluation import write_json_atomic
+
+        if distributed.world_size() == 1:
+            return
+        digest = hashlib.sha256()
+        for key, tensor in sorted(pl_module.policy.trainable_state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        digests = distributed.gather_objects(digest.hexdigest())
+        identical = len(set(digests)) == 1
+        if trainer.is_global_zero:
+            write_json_atomic(
+                Path(trainer.default_root_dir) / "rank_weights.json", {"sha256": digests, "identical": identical}
+            )
+        if not identical:
+            raise RuntimeError(f"ranks ended training with different weights (SHA-256 per rank: {digests})")
 
 
 def run_metadata(trainer, pl_module, policy: str = "trained") -> dict:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
+
+from pama_lit.prompt_batches import IterationBatchSampler, ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +177,35 @@ class PromptDataModule(L.LightningDataModule):
     def _collate(prompts: list[str]) -> dict[str, list[str]]:
         return {"prompt": list(prompts)}
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _completed_iterations(self) -> int:
+        # Incremented right after each training_step, before on_train_batch_end saves a checkpoint.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = RandomSampler(
-            self.train_prompts, num_samples=self.num_train_batches * self.batch_size, generator=generator
+        """One batch per iteration, shard ``rank`` of the iteration's ``batch_size x world_size`` prompts.
+
+        Sharded here rather than by Lightning's DistributedSampler (``use_distributed_sampler`` is
+        off): the batch of iteration t is a function of t, so a resumed run continues with the
+        prompts the interrupted run would have seen (see ``prompt_batches``).
+        """
+        rank, world = self._rank_and_world()
+        sampler = IterationBatchSampler(
+            len(self.train_prompts), self.batch_size, self.num_train_batches, self.seed, rank, world
         )
-        return DataLoader(
-            self.train_prompts, batch_size=self.batch_size, sampler=sampler, collate_fn=self._collate
+        return ResumableLoader(
+            self.train_prompts, sampler, self._completed_iterations, self._collate, seed=self.seed
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_prompts, batch_size=self.val_batch_size, collate_fn=self._collate)
+        """This rank's share of the validation prompts (every rank's records are gathered afterwards)."""
+        rank, world = self._rank_and_world()
+        return DataLoader(
+            self.val_prompts[rank::world],
+            batch_size=self.val_batch_size,
+            collate_fn=self._collate,
+            generator=torch.Generator().manual_seed(self.seed),
+        )

@@ -9,6 +9,8 @@ MGDA-UB baseline and for checking the identity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from pama_lit.ops import masked_mean
@@ -96,6 +98,7 @@ def combine_pama_batch(
     preference: torch.Tensor,
     ratio: torch.Tensor | None = None,
     clip_coef: float = 0.2,
+    mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = masked_mean,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PAMA at batch granularity: one set of weights for the whole (mini)batch.
 
@@ -109,6 +112,8 @@ def combine_pama_batch(
         preference: (K,) positive weights summing to 1.
         ratio: (B,T) pi_theta / pi_old per token, or None for all ones (e.g. in the first epoch).
         clip_coef: the PPO clip range epsilon.
+        mean_fn: the masked mean (x, mask) -> (K,); data-parallel runs pass one over every rank's
+            minibatch, so that all ranks use the same weights.
 
     Returns:
         combined (B,T), 0 outside the mask, and weights (K,) applied to the scaled advantages.
@@ -119,7 +124,7 @@ def combine_pama_batch(
         inside = inside & (ratio.detach() <= 1 + clip_coef)
     # Dividing by all real tokens, not only the unclipped ones, scales every a_i alike: the weights are
     # invariant to that.
-    a = masked_mean(scaled * inside.unsqueeze(-1).to(scaled.dtype), mask)
+    a = mean_fn(scaled * inside.unsqueeze(-1).to(scaled.dtype), mask)
     _, weights = closed_form_min_norm(a)
     combined = (scaled * weights).sum(-1) * mask.to(scaled.dtype)
     return combined, weights
