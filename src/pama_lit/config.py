@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, open_dict
+import re
+
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit.algorithms import COMBINERS
+from pama_lit.kl_control import KL_CONTROLLERS
+from pama_lit.ops import KL_ESTIMATORS
 from pama_lit.preference import resolve_preference, simplex_grid
 
 
@@ -63,3 +67,93 @@ def validate_config(cfg: DictConfig) -> None:
         resolve_preference(None if cfg.preference is None else list(cfg.preference), objectives)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    _check_objectives(cfg)
+    _check_rollout_and_kl(cfg)
+    _check_trainer(cfg)
+    if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
+        raise ConfigError(f"rewards_on_error must be 'raise' or 'skip', got {cfg.rewards_on_error!r}")
+
+
+_OBJECTIVE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def _check_objectives(cfg: DictConfig) -> None:
+    """Objective ids are metric-key safe, every reward has a target, and no reward is listed twice."""
+    seen: dict[str, str] = {}
+    for name, reward in cfg.objective.rewards.items():
+        if not _OBJECTIVE_ID.match(str(name)):
+            raise ConfigError(
+                f"objective id {name!r} must start with a letter and hold only letters, digits, '_' or '-' "
+                "(it becomes a metric-key suffix such as train/reward/<id>)"
+            )
+        if not isinstance(reward, DictConfig) or "_target_" not in reward:
+            raise ConfigError(
+                f"objective.rewards.{name} has no _target_: pick a reward config, e.g. "
+                f"'reward@objective.rewards.{name}=sentiment', or give a _target_ class"
+            )
+        key = repr(sorted(OmegaConf.to_container(reward, resolve=True).items()))
+        if key in seen:
+            raise ConfigError(
+                f"objectives {seen[key]!r} and {name!r} are the same reward with the same settings: an objective "
+                "listed twice counts twice in every combination; remove one"
+            )
+        seen[key] = str(name)
+
+
+def _check_rollout_and_kl(cfg: DictConfig) -> None:
+    r, kl = cfg.rollout, cfg.ppo.kl
+    if r.temperature <= 0:
+        raise ConfigError(f"rollout.temperature must be > 0, got {r.temperature}")
+    if not 0 < r.top_p <= 1:
+        raise ConfigError(f"rollout.top_p must be in (0, 1], got {r.top_p}")
+    if r.top_k < 0:
+        raise ConfigError(f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")
+    if cfg.model.get("max_prompt_length", 1) < 1:
+        raise ConfigError(f"model.max_prompt_length must be >= 1, got {cfg.model.max_prompt_length}")
+    if kl.controller not in KL_CONTROLLERS:
+        raise ConfigError(f"unknown ppo.kl.controller {kl.controller!r}; known: {', '.join(KL_CONTROLLERS)}")
+    if kl.estimator not in KL_ESTIMATORS:
+        raise ConfigError(f"unknown ppo.kl.estimator {kl.estimator!r}; known: {', '.join(KL_ESTIMATORS)}")
+    if kl.controller == "adaptive" and not (kl.get("target") or 0) > 0:
+        raise ConfigError(f"ppo.kl.controller=adaptive needs ppo.kl.target > 0, got {kl.get('target')}")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Trainer options that break manual optimization or the run's one-epoch, self-sharded data."""
+    t = cfg.trainer
+    if t.get("gradient_clip_val") not in (None, 0, 0.0):
+        raise ConfigError(
+            f"trainer.gradient_clip_val={t.gradient_clip_val} is not supported: PamaModule uses manual "
+            "optimization, where Lightning cannot clip for it; set ppo.max_grad_norm instead"
+        )
+    if t.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={t.accumulate_grad_batches} is not supported: PamaModule uses "
+            "manual optimization and steps once per minibatch; use fewer ppo.num_minibatches for larger steps"
+        )
+    if t.get("max_epochs", 1) != 1:
+        raise ConfigError(
+            f"trainer.max_epochs={t.max_epochs}: a run is one epoch of `iterations` PPO iterations; "
+            "set iterations= instead"
+        )
+    if t.get("use_distributed_sampler", False):
+        raise ConfigError(
+            "trainer.use_distributed_sampler must be false: PromptDataModule shards the prompts across "
+            "processes itself, so that every iteration's batch survives a resume"
+        )
+
+
+def check_context_window(lm_config, model_cfg: dict, rollout_cfg: dict) -> None:
+    """Refuse a prompt + response budget longer than the model's context window (at model load).
+
+    Prompts longer than ``model.max_prompt_length`` tokens are cut from the left with a warning; this
+    check makes sure that a full-length prompt plus ``rollout.max_new_tokens`` still fits.
+    """
+    text_config = lm_config.get_text_config() if hasattr(lm_config, "get_text_config") else lm_config
+    window = getattr(text_config, "max_position_embeddings", None)
+    prompt, new = int(model_cfg.get("max_prompt_length", 256)), int(rollout_cfg["max_new_tokens"])
+    if window and prompt + new > window:
+        raise ConfigError(
+            f"model.max_prompt_length={prompt} + rollout.max_new_tokens={new} = {prompt + new} tokens exceed the "
+            f"model's context window of {window}; lower one of them"
+        )

@@ -1,0 +1,191 @@
+"""Checkpoint files that survive crashes and load without executing pickled code.
+
+* :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file in the same folder, fsyncs it
+  and renames it into place, so a SIGKILL or a full disk never leaves a truncated ``last.ckpt``
+  (Lightning's own writer stages the bytes in the system temp folder and copies them across file
+  systems, which is not atomic). It loads with ``weights_only=True``.
+* :func:`capture_rng` / :func:`restore_rng` keep every random generator in tensors, lists and
+  plain numbers, so the checkpoint passes ``torch.load(weights_only=True)``.
+* :class:`SigtermCheckpoint` writes ``last.ckpt`` when a scheduler sends SIGTERM.
+* :func:`read_run_state` reads a checkpoint's ``pama`` section before any model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, unsafe to load, or belongs to a different run set-up."""
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random generator's state in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Restore the generators saved by :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that say what went wrong.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, or holds pickled objects other
+            than tensors and plain containers (then it was not written by pama_lit, or was altered).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds pickled objects that are not tensors or plain containers, so it "
+            f"is not loaded (weights_only=True): {first}. pama_lit checkpoints never hold such objects; "
+            "this file was written by other code or altered"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "it is truncated or corrupt: resume from another checkpoint in the same folder"
+        ) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O: atomic local writes (temp file + fsync + rename), safe loads.
+
+    The temporary file is ``.<name>.tmp`` next to the target, so a crash leaves at most one stale
+    temporary per checkpoint name, which the next save overwrites.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def load_checkpoint(
+        self, path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if weights_only is False:
+            log.warning("Loading %s with weights_only=False: only do this for a checkpoint you trust", path)
+            return torch.load(path, map_location=map_location or "cpu", weights_only=False)
+        return load_checkpoint_file(path, map_location=map_location or "cpu")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where ``last.ckpt`` lives: the ModelCheckpoint's folder, else ``<root>/checkpoints``."""
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class SigtermCheckpoint(L.Callback):
+    """On SIGTERM, write ``last.ckpt`` before the process exits, so ``ckpt_path=last`` resumes.
+
+    Lightning's signal handler only sets ``trainer.received_sigterm``; the loops then raise
+    ``SIGTERMException`` once the current iteration has finished. This callback saves at the end of
+    that iteration, in ``on_train_batch_end``: the state a periodic checkpoint has, so the resumed run
+    continues with the same iteration numbers. Every rank takes part (a SIGTERM seen by any rank
+    counts), since saving is collective. If the signal lands elsewhere (during a validation), the
+    checkpoint is written from ``on_exception`` instead.
+    """
+
+    def __init__(self) -> None:
+        self._saved_step: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        from pama_lit import distributed
+
+        if distributed.sum_int(int(trainer.received_sigterm), pl_module.device) > 0:
+            self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if isinstance(exception, SIGTERMException) and fitting and self._saved_step != trainer.global_step:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            log.warning(
+                "SIGTERM: checkpoint written to %s; resume with ckpt_path=last (or ckpt_path=%s)", path, path
+            )
+
+
+def read_run_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``pama`` section of a checkpoint (objectives, algorithm, ...), read before any model loads.
+
+    Raises:
+        CheckpointError: unreadable, unsafe, or not written by pama_lit.
+    """
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get("pama") if isinstance(checkpoint, dict) else None
+    if state is None:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was not written by pama_lit (it has no 'pama' section)"
+        )
+    return state

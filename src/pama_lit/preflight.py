@@ -1,0 +1,90 @@
+"""Start-up checks that need I/O but no model: run them before anything heavy loads.
+
+``validate_config`` checks the config's values; :func:`preflight` then checks the world they point
+at: that the output folder takes files, that a checkpoint to resume from is readable, safe and was
+written for the same objectives, and that hub models and data sets can be had (a few seconds,
+never the minutes of retries ``from_pretrained`` spends offline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pama_lit.algorithms import COMBINERS
+from pama_lit.checkpointing import read_run_state
+from pama_lit.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def preflight(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Every I/O check of a run, in the order a user would fix them.
+
+    Raises:
+        ConfigError: unwritable output folder; a checkpoint for other objectives or value heads.
+        CheckpointError: an unreadable, truncated or unsafe checkpoint.
+        HubModelUnavailable: a hub model or data set that cannot be had.
+    """
+    check_output_dir(Path(cfg.paths.output_dir))
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, cfg)
+    check_hub_sources(cfg)
+
+
+def check_output_dir(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a probe file in it."""
+    probe = folder / f".write_probe.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"paths.output_dir={str(folder)!r} is not writable ({err.strerror or err}); "
+            "choose another folder with hydra.run.dir=..."
+        ) from None
+
+
+def check_checkpoint(path: str, cfg: DictConfig) -> None:
+    """The checkpoint loads with ``weights_only=True`` and was written for this run's objectives."""
+    state = read_run_state(path)
+    objectives = [str(k) for k in cfg.objective.rewards]
+    if list(state["objectives"]) != objectives:
+        raise ConfigError(
+            f"checkpoint {path!r} was written for objectives {list(state['objectives'])}, this run has "
+            f"{objectives}; resume with the same objective= setting, or start a new run without ckpt_path"
+        )
+    saved = state.get("algorithm")
+    name = cfg.algorithm.name
+    if saved != name:
+        streams = COMBINERS[name]().num_streams(len(objectives))
+        saved_streams = COMBINERS[saved]().num_streams(len(objectives)) if saved in COMBINERS else None
+        if saved_streams != streams:
+            raise ConfigError(
+                f"checkpoint {path!r} was written by algorithm={saved} ({saved_streams} value heads); "
+                f"algorithm={name} needs {streams}; resume with algorithm={saved}"
+            )
+        log.warning(
+            "checkpoint %s was written by algorithm=%s; continuing it with algorithm=%s", path, saved, name
+        )
+
+
+def check_hub_sources(cfg: DictConfig) -> None:
+    """Fail within seconds when the policy or the prompt data come from an unreachable hub."""
+    from pama_lit.rewards.hub_access import require_hub_dataset, require_hub_model
+
+    loader = cfg.model.loader
+    if str(loader.get("_target_", "")).endswith("load_hub_model"):
+        require_hub_model(
+            loader.name_or_path,
+            what="policy model",
+            alternative=loader.get("embedded_alternative", "model=smollm2"),
+            revision=loader.get("revision"),
+        )
+    source = cfg.data.get("source") or {}
+    if str(source.get("_target_", "")).endswith("hub_dataset"):
+        require_hub_dataset(source.path, alternative="data=tweets or data=chitchat (embedded)")
