@@ -14,16 +14,16 @@ module only sequences them, owns the models, and logs. One ``training_step`` is 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pama_lit import ops
+from pama_lit import distributed, ops
 from pama_lit.algorithms import build_combiner
+from pama_lit.checkpointing import capture_rng, restore_rng
+from pama_lit.config import check_context_window
 from pama_lit.gradient_step import mgda_backward
 from pama_lit.kl_control import build_kl_controller
 from pama_lit.losses import policy_loss, value_loss
@@ -31,7 +31,7 @@ from pama_lit.models.policy import PolicyWithValueHeads
 from pama_lit.preference import resolve_preference
 from pama_lit.rewards import Reward
 from pama_lit.rollout import Rollout, response_mask_from_eos
-from pama_lit.scoring import score_rollout
+from pama_lit.scoring import RewardError, mask_unscored, score_rollout
 from pama_lit.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class PamaModule(L.LightningModule):
         optimizer: a partial optimizer constructor taking the parameters.
         preference: K positive weights in objective order, or None for uniform.
         eval_seed: seed of the sampling during validation (the same responses for the same policy).
+        rewards_on_error: "raise" stops at a reward that raises or returns NaN/inf; "skip" leaves
+            such samples out of the update and counts them in ``train/skipped_samples``.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class PamaModule(L.LightningModule):
         optimizer,
         preference: list[float] | None = None,
         eval_seed: int = 1234,
+        rewards_on_error: str = "raise",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -88,6 +91,8 @@ class PamaModule(L.LightningModule):
         self._val_records: list[dict[str, Any]] = []
         self.last_eval: dict[str, Any] | None = None
         self.skipped_steps = 0
+        self.rewards_on_error = rewards_on_error
+        self.skipped_samples = 0
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -103,6 +108,7 @@ class PamaModule(L.LightningModule):
             no_dropout=self.model_cfg.get("disable_dropout", True),
             gradient_checkpointing=self.model_cfg.get("gradient_checkpointing", False),
         )
+        check_context_window(loaded.model.config, self.model_cfg, self.rollout_cfg)
         eos = {self.tokenizer.eos_token_id}
         gen_eos = loaded.model.generation_config.eos_token_id
         eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -112,6 +118,8 @@ class PamaModule(L.LightningModule):
         self.configure_model()
         for reward in self.rewards.values():
             reward.to(self.device)
+        if stage == "fit":
+            distributed.decorrelate_rng()  # after the weights are built; a resume restores each rank's stream
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -123,7 +131,8 @@ class PamaModule(L.LightningModule):
         with timer("rollout"):
             rollout = self.rollout(batch["prompt"])  # 1
         with timer("score"):
-            scores = score_rollout(self.rewards, rollout, self.global_iteration)  # 2: (B,K)
+            scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)  # 2: (B,K)
+            rollout, scores = self.drop_unscored(rollout, scores)
         with timer("advantages"):
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg["kl"]["estimator"])
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
@@ -131,10 +140,24 @@ class PamaModule(L.LightningModule):
             advantages, returns = self.advantages(rewards, rollout)  # 4
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
-        seq_kl = (kl * rollout.response_mask).sum(-1).mean()
-        self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts))  # 6
+        seq_kl = distributed.mean((kl * rollout.response_mask).sum(-1).mean())  # over every rank's samples
+        self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
         self.last_scores = scores
         self.log_iteration(rollout, scores, stats, seq_kl, timer)
+
+    def drop_unscored(self, rollout: Rollout, scores: torch.Tensor) -> tuple[Rollout, torch.Tensor]:
+        """With ``rewards_on_error=skip``: empty the response mask of samples without a finite score."""
+        if self.rewards_on_error != "skip":
+            return rollout, scores
+        rollout, scores, skipped = mask_unscored(rollout, scores)
+        skipped = distributed.sum_int(skipped, self.device)
+        if skipped == len(rollout.texts) * distributed.world_size():
+            raise RewardError(
+                f"every sample of iteration {self.global_iteration} was skipped (rewards_on_error=skip): "
+                "no reward gives finite scores, which is a bug in a reward rather than bad samples"
+            )
+        self.skipped_samples += skipped
+        return rollout, scores
 
     @property
     def global_iteration(self) -> int:
@@ -215,7 +238,7 @@ class PamaModule(L.LightningModule):
         cfg = self.ppo_cfg
         advantages, returns = ops.gae(rewards, rollout.values, rollout.response_mask, cfg["gamma"], cfg["gae_lambda"])
         if cfg.get("whiten_advantages", True):
-            advantages = ops.masked_whiten(advantages, rollout.response_mask)
+            advantages = distributed.masked_whiten(advantages, rollout.response_mask)  # all ranks' tokens
         if self.combiner.noon:
             advantages = ops.noon(advantages)
         return advantages, returns
@@ -283,21 +306,22 @@ class PamaModule(L.LightningModule):
             self.skipped_steps += 1
 
     def finite_gradients(self, loss: torch.Tensor) -> bool:
-        """True when the loss and every gradient are finite: a NaN never reaches the optimizer step."""
-        if not torch.isfinite(loss):
+        """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step."""
+        finite = bool(torch.isfinite(loss))
+        if not finite:
             log.warning("Non-finite loss %s at iteration %d: optimizer step skipped", loss.item(), self.global_iteration)
-            return False
-        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
-            log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
-            return False
-        return True
+        else:
+            grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+            if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
+                log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
+                finite = False
+        return distributed.all_true(finite, self.device)  # every rank steps, or none does
 
     # ------------------------------------------------------------------------------------ logging
     def log_iteration(self, rollout: Rollout, scores, stats, seq_kl, timer: PhaseTimer) -> None:
         m: dict[str, Any] = {}
         for i, name in enumerate(self.objectives):
-            m[f"train/reward/{name}"] = scores[:, i].mean()
+            m[f"train/reward/{name}"] = ops.masked_mean(scores[:, i], rollout.response_mask.any(-1))
         for key, value in stats.items():
             if value.dim() == 0:
                 m[f"train/{key}"] = value
@@ -314,12 +338,13 @@ class PamaModule(L.LightningModule):
         m["train/kl/coef"] = self.kl_ctl.value
         m["train/response_length"] = rollout.lengths.float().mean()
         m["train/skipped_steps"] = float(self.skipped_steps)
+        m["train/skipped_samples"] = float(self.skipped_samples)
         for phase, seconds in timer.seconds.items():
             m[f"train/time/{phase}"] = seconds
         for name, reward in self.rewards.items():
             for key, value in reward.metrics().items():
                 m[f"train/reward_stats/{key}/{name}"] = value
-        m = {k: float(v) for k, v in m.items()}
+        m = distributed.mean_floats(m, self.device)  # logged means cover every rank's samples
         self.log_dict(m, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
         bar = {f"r/{name}": m[f"train/reward/{name}"] for name in self.objectives}
         bar["kl"] = m["train/kl/ref"]
@@ -338,9 +363,11 @@ class PamaModule(L.LightningModule):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.eval_seed + batch_idx)
             rollout = self.rollout(batch["prompt"])
-        scores = score_rollout(self.rewards, rollout, self.global_iteration)
+        scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)
         kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.response_mask).sum(-1)
         for b in range(len(rollout.texts)):
+            if not torch.isfinite(scores[b]).all():  # rewards_on_error=skip: left out of the summary
+                continue
             self._val_records.append(
                 {
                     "prompt": rollout.prompts[b],
@@ -380,12 +407,9 @@ class PamaModule(L.LightningModule):
             "preference": self.preference.tolist(),
             "kl_controller": self.kl_ctl.state_dict(),
             "skipped_steps": self.skipped_steps,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "skipped_samples": self.skipped_samples,
+            # One entry per rank, in types that torch.load(weights_only=True) accepts.
+            "rng": distributed.gather_objects(capture_rng()),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -399,12 +423,18 @@ class PamaModule(L.LightningModule):
             )
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        self.skipped_samples = int(state.get("skipped_samples", 0))
+        states = state["rng"]
+        if len(states) == distributed.world_size():
+            restore_rng(states[distributed.rank()])
+        else:
+            log.warning(
+                "checkpoint was written by %d process(es), this run has %d: sampling continues from "
+                "rank 0's generator state, not exactly as the interrupted run would have",
+                len(states), distributed.world_size(),
+            )  # fmt: skip
+            restore_rng(states[0])
+            distributed.decorrelate_rng()
 
     def _trainable_keys(self) -> set[str]:
         return {f"policy.{k}" for k in self.policy.trainable_state_dict()}

@@ -9,12 +9,15 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit.callbacks import run_metadata
 from pama_lit.config import validate_config
 from pama_lit.evaluation import eval_record, write_json_atomic
 from pama_lit.module import PamaModule
+from pama_lit.preflight import preflight
+from pama_lit.redact import redact
 from pama_lit.rewards import build_rewards
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
     """
     validate_config(cfg)  # every check that needs no model runs before anything loads
+    ckpt_path = resolve_ckpt_path(cfg)
+    preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -35,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     rewards = build_rewards(cfg.objective.rewards)
     log.info("Data <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
     module = PamaModule(
         model_loader=instantiate(cfg.model.loader, _partial_=True),
@@ -46,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         preference=cfg.preference,
         eval_seed=cfg.eval.seed,
+        rewards_on_error=cfg.get("rewards_on_error", "raise"),
     )
     trainer = build_trainer(cfg)
 
@@ -53,7 +60,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = module.last_eval
     if trainer.is_global_zero and start is not None:
         write_json_atomic(output_dir / "reference" / "eval.json", eval_record(start, **run_metadata(trainer, module, "reference")))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # SigtermCheckpoint has written last.ckpt; a non-zero status tells the scheduler the run is unfinished.
+        raise SystemExit(143) from None
     trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
     if trainer.is_global_zero:
@@ -93,7 +104,7 @@ def build_loggers(cfg: DictConfig) -> list:
         log.info("Logger %s <%s>", name, lg_cfg._target_)
         loggers.append(instantiate(lg_cfg))
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))  # no keys or tokens
     return loggers
 
 
@@ -111,7 +122,13 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if path is None:
         return None
     if path == "last":
-        path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: there is no {last}; resume in the interrupted run's folder "
+                "(hydra.run.dir=<that folder>) or give the checkpoint file"
+            )
+        return str(last)
     if not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path!r} does not exist")
     return path

@@ -52,6 +52,8 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    # Over-long prompts lose their beginning, never the chat template's assistant header at the end.
+    tokenizer.truncation_side = "left"
     return tokenizer
 
 
