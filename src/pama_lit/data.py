@@ -115,6 +115,25 @@ def hub_dataset(
     return prompts
 
 
+def prompt_file(path: str, field: str = "prompt") -> list[str]:
+    """Your own prompts: a text file with one prompt per line, or JSON Lines with a ``field`` per record.
+
+    Args:
+        path: a ``.txt`` file (blank lines skipped) or a ``.jsonl`` file.
+        field: the key holding the prompt in each JSON record.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"prompt file {str(file)!r} does not exist; set data.source.path to a file with one prompt per "
+            "line (or .jsonl records with a 'prompt' field), or use an embedded data set (data=tweets, data=chitchat)"
+        )
+    lines = file.read_text(encoding="utf-8").splitlines()
+    if file.suffix == ".jsonl":
+        return [str(json.loads(line)[field]) for line in lines if line.strip()]
+    return [line.strip() for line in lines if line.strip()]
+
+
 class PromptDataModule(L.LightningDataModule):
     """Train/validation prompt batches.
 
