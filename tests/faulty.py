@@ -1,0 +1,20 @@
+"""Inputs that misbehave on purpose (rewards, prompt sources), imported by path from test configs."""
+
+from __future__ import annotations
+
+import math
+
+
+def nan_for_first(responses: list[str]) -> list[float]:
+    """NaN for the first sample of every batch, 1.0 for the others."""
+    return [math.nan if i == 0 else 1.0 for i in range(len(responses))]
+
+
+def raise_for_first(responses: list[str]) -> list[float]:
+    """Raises on any call that includes a batch's first sample (a lone sample is its own first)."""
+    raise ValueError("cannot score this text")
+
+
+def no_prompts(**options) -> list[str]:
+    """A prompt source that yields nothing (whatever the data config passes)."""
+    return []

@@ -1,0 +1,132 @@
+"""Killed runs resume exactly: SIGKILL and SIGTERM mid-training, atomic and bounded checkpoint files.
+
+The oracle is one uninterrupted 4-iteration run on CPU with a fixed seed. An interrupted run that
+resumes from its last checkpoint must log, for every iteration after the resume, exactly the
+uninterrupted run's metrics (rewards, KL, losses, entropy, the KL coefficient; timings excluded):
+the same weights, optimizer state, KL controller, random generators and prompts.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_runs import TINY, iteration_metrics, run_train, start_train
+
+from pama_lit.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint_file, read_run_state
+
+STEPS_PER_ITERATION = 4  # ppo.epochs=2 x ppo.num_minibatches=2 optimizer steps
+RUN = [*TINY, "iterations=4", "callbacks.samples.every_n_iterations=1"]
+
+
+def _metrics(run_dir: Path, version: int) -> dict[int, dict[str, float]]:
+    return iteration_metrics(run_dir / "csv" / f"version_{version}" / "metrics.csv")
+
+
+def _wait_for(condition, proc, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
+
+
+def _iterations_done(run_dir: Path) -> int:
+    samples = run_dir / "samples.jsonl"  # SampleTable appends after every iteration (every_n_iterations=1)
+    return len(samples.read_text().splitlines()) // 4 if samples.is_file() else 0
+
+
+def _checkpoint_steps(run_dir: Path) -> list[int]:
+    folder = run_dir / "checkpoints"
+    names = [p.name for p in folder.glob("*.ckpt") if p.name != "last.ckpt"] if folder.is_dir() else []
+    return [int(re.findall(r"\d+", n)[-1]) for n in names]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[int, dict[str, float]]:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_train([*RUN, "callbacks.checkpoint.every_n_iterations=1"], run_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # Bounded copies: the newest periodic checkpoint and last.ckpt, no temporary files left behind.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iterstep=16.ckpt", "last.ckpt"]
+    metrics = _metrics(run_dir, 0)
+    assert sorted(metrics) == [0, 1, 2, 3]
+    return metrics
+
+
+def _assert_continues(uninterrupted: dict, resumed: dict) -> None:
+    assert resumed, "the resumed run logged no iteration"
+    assert min(resumed) >= 1 and max(resumed) == 3, sorted(resumed)
+    for step, metrics in resumed.items():
+        assert metrics.keys() == uninterrupted[step].keys()
+        for key, value in metrics.items():
+            assert value == pytest.approx(uninterrupted[step][key], rel=1e-6, abs=1e-9), (step, key)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    proc = start_train([*RUN, "callbacks.checkpoint.every_n_iterations=1"], run_dir, tmp_path / "killed.log")
+    try:
+        # Kill once a periodic checkpoint after iteration 2 exists, while iterations 3-4 remain.
+        _wait_for(lambda: any(s >= 2 * STEPS_PER_ITERATION for s in _checkpoint_steps(run_dir)), proc)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    state = read_run_state(run_dir / "checkpoints" / "last.ckpt")  # a whole file: weights_only load works
+    assert state["objectives"] == ["sentiment", "length"]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+    resumed = run_train([*RUN, "callbacks.checkpoint.every_n_iterations=1", "ckpt_path=last"], run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "not resumable" not in resumed.stderr  # Lightning's warning for a replayed data loader
+    _assert_continues(uninterrupted, _metrics(run_dir, 1))
+
+
+def test_sigterm_writes_a_checkpoint_and_resumes_exactly(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    # No periodic checkpoint before iteration 10: only the SIGTERM handler can write one.
+    proc = start_train(RUN, run_dir, tmp_path / "terminated.log")
+    try:
+        _wait_for(lambda: _iterations_done(run_dir) >= 1, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    log = (tmp_path / "terminated.log").read_text()
+    assert "SIGTERM: checkpoint written to" in log
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+
+    resumed = run_train([*RUN, "ckpt_path=last"], run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    _assert_continues(uninterrupted, _metrics(run_dir, 1))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous checkpoint whole; a truncated file is refused clearly."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "step": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "step": 2}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["step"] == 1
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint_file(truncated)
+    assert str(err.value).startswith(f"checkpoint {str(truncated)!r} cannot be read (")
+    assert str(err.value).endswith(
+        "it is truncated or corrupt: resume from another checkpoint in the same folder"
+    )

@@ -1,0 +1,70 @@
+"""Helpers for tests that run ``python train.py`` as a subprocess and read what it wrote."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny model, 4 prompts per iteration, 6 new tokens, 2 validation prompts.
+TINY = [
+    "debug=tiny",
+    "rollout.max_new_tokens=6",
+    "data.val_size=2",
+    "logger=csv",
+]
+
+
+def train_env(**extra: str) -> dict[str, str]:
+    """The environment of a child run: one thread per process (DDP ranks share 2 cores here)."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def command(overrides: list[str], run_dir: Path) -> list[str]:
+    return [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
+
+
+def run_train(
+    overrides: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``train.py`` to completion; stdout and stderr are captured."""
+    return subprocess.run(
+        command(overrides, run_dir),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or train_env(),
+    )
+
+
+def start_train(overrides: list[str], run_dir: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``train.py`` in the background, its output going to ``log``."""
+    handle = open(log, "w")  # noqa: SIM115 - closed by the child's exit
+    return subprocess.Popen(
+        command(overrides, run_dir),
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env or train_env(),
+    )
+
+
+def iteration_metrics(csv_path: Path) -> dict[int, dict[str, float]]:
+    """Per-iteration ``train/`` metrics of a CSVLogger file, keyed by step; timings left out."""
+    rows: dict[int, dict[str, float]] = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            values = {
+                k: float(v) for k, v in row.items() if k.startswith("train/") and v and "/time/" not in k
+            }
+            if values:
+                rows[int(row["step"])] = values
+    return rows
