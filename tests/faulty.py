@@ -18,3 +18,12 @@ def raise_for_first(responses: list[str]) -> list[float]:
 def no_prompts(**options) -> list[str]:
     """A prompt source that yields nothing (whatever the data config passes)."""
     return []
+
+
+def raise_on_rank_one(responses: list[str]) -> list[float]:
+    """Scores on rank 0, raises on rank 1 of a data-parallel run."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_rank() == 1:
+        raise ValueError("reward service unreachable from rank 1")
+    return [1.0] * len(responses)

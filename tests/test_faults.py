@@ -202,3 +202,36 @@ def test_non_finite_loss_or_gradient_never_reaches_the_optimizer(tmp_path, monke
     assert module.skipped_steps == cfg.ppo.epochs * cfg.ppo.num_minibatches
     after = module.policy.trainable_state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("phase", ["validation", pytest.param("training", marks=pytest.mark.slow)])
+def test_a_reward_failing_on_one_rank_stops_every_rank(tmp_path, phase):
+    """DDP: the failing rank's error reaches all ranks, so none waits forever in a collective."""
+    from train_runs import TINY, run_train, train_env
+
+    overrides = [
+        *TINY,
+        "iterations=2",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "+reward@objective.rewards.remote=length",
+        "objective.rewards.remote._target_=pama_lit.rewards.CallableReward",
+        "+objective.rewards.remote.fn=faulty:raise_on_rank_one",
+        "~objective.rewards.remote.scale",
+        "~objective.rewards.remote.low",
+        "~objective.rewards.remote.high",
+    ]
+    if phase == "training":
+        overrides += ["data.val_size=0", "eval.every_n_iterations=100"]
+    env = train_env(PYTHONPATH=str(Path(__file__).parent))
+    proc = run_train(overrides, tmp_path / "run", timeout=240, env=env)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    message = "reward for objective 'remote' raised at iteration 0: ValueError('reward service unreachable from rank 1')"
+    assert message in output
+    # Rank 0 stops with a RewardError too, not with a broken collective (with NCCL that would be a hang).
+    assert "Connection closed by peer" not in output
+    if phase == "validation":
+        assert output.count(message) == 2  # each rank reports the gathered error
+    else:
+        assert "a reward failed on another rank at iteration 0; its log names the sample" in output

@@ -131,8 +131,7 @@ class PamaModule(L.LightningModule):
         with timer("rollout"):
             rollout = self.rollout(batch["prompt"])  # 1
         with timer("score"):
-            scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)  # 2: (B,K)
-            rollout, scores = self.drop_unscored(rollout, scores)
+            rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg["kl"]["estimator"])
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
@@ -145,8 +144,21 @@ class PamaModule(L.LightningModule):
         self.last_scores = scores
         self.log_iteration(rollout, scores, stats, seq_kl, timer)
 
-    def drop_unscored(self, rollout: Rollout, scores: torch.Tensor) -> tuple[Rollout, torch.Tensor]:
-        """With ``rewards_on_error=skip``: empty the response mask of samples without a finite score."""
+    def score(self, rollout: Rollout) -> tuple[Rollout, torch.Tensor]:
+        """Phase 2: (B,K) scores; with ``rewards_on_error=skip`` unscored samples leave the update.
+
+        A reward error on any rank stops every rank (a lone failing rank would leave the others
+        waiting in the next collective). Skipped samples keep their row, with an empty response mask.
+        """
+        error = None
+        try:
+            scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)
+        except RewardError as err:
+            error = err
+        if not distributed.all_true(error is None, self.device):
+            raise error or RewardError(
+                f"a reward failed on another rank at iteration {self.global_iteration}; its log names the sample"
+            )
         if self.rewards_on_error != "skip":
             return rollout, scores
         rollout, scores, skipped = mask_unscored(rollout, scores)
@@ -357,13 +369,21 @@ class PamaModule(L.LightningModule):
     # --------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_records = []
+        self._val_error: str | None = None
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         # Fixed sampling seed per batch: the same policy gives the same responses at every evaluation.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.eval_seed + batch_idx)
             rollout = self.rollout(batch["prompt"])
-        scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)
+        try:
+            scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)
+        except RewardError as err:
+            if distributed.world_size() == 1:
+                raise
+            # Ranks may hold different numbers of validation batches: report at the epoch's end, together.
+            self._val_error = self._val_error or str(err)
+            return
         kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.response_mask).sum(-1)
         for b in range(len(rollout.texts)):
             if not torch.isfinite(scores[b]).all():  # rewards_on_error=skip: left out of the summary
@@ -381,6 +401,9 @@ class PamaModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         from pama_lit.evaluation import summarise
 
+        errors = [e for e in distributed.gather_objects(self._val_error) if e]
+        if errors:
+            raise RewardError(errors[0])
         records = self._gather_records(self._val_records)
         summary = summarise(records, self.objectives)
         self.last_eval = summary
