@@ -117,3 +117,20 @@ def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
         assert trained["rewards"][name]["mean"] == pytest.approx(result["end"]["rewards"][name]["mean"], abs=1e-6)
         assert reference["rewards"][name]["mean"] == pytest.approx(result["start"]["rewards"][name]["mean"], abs=1e-6)
     assert [s["response"] for s in trained["samples"]] == [s["response"] for s in result["end"]["samples"]]
+
+
+@pytest.mark.parametrize(
+    "experiment", ["embedded_sentiment_length", "embedded_humor_length", "embedded_harmless_length"]
+)
+def test_embedded_experiments_train_the_tiny_model(tmp_path, experiment):
+    cfg = compose_config(
+        [f"experiment={experiment}", "debug=tiny", "iterations=2", "rollout.max_new_tokens=4", "logger=csv"],
+        tmp_path,
+    )
+    assert cfg.model.loader._target_.endswith("build_tiny_llama")
+    result = train(cfg)
+    objectives = list(cfg.objective.rewards)
+    assert set(result["end"]["rewards"]) == set(objectives)
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    for name in objectives:
+        assert f"train/reward/{name}" in header
