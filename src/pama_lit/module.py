@@ -81,6 +81,13 @@ class PamaModule(L.LightningModule):
         self.model_cfg = _plain(model)
         self.combiner = build_combiner(self.algo_cfg["name"], self.algo_cfg.get("noon"))
         self.num_streams = self.combiner.num_streams(len(self.objectives))
+        # One epoch of one minibatch: the rollout's policy forward is also the update's (see rollout).
+        self.fused_forward = (
+            self.ppo_cfg["epochs"] == 1
+            and self.ppo_cfg["num_minibatches"] == 1
+            and self.combiner.gradient_space is None
+        )
+        self._update_forward: tuple[torch.Tensor, ...] | None = None
         self.model_loader = model_loader
         self.optimizer_factory = optimizer
         self.eval_seed = eval_seed
@@ -129,7 +136,7 @@ class PamaModule(L.LightningModule):
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         timer = PhaseTimer()
         with timer("rollout"):
-            rollout = self.rollout(batch["prompt"])  # 1
+            rollout = self.rollout(batch["prompt"], keep_graph=self.fused_forward)  # 1
         with timer("score"):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
@@ -176,8 +183,13 @@ class PamaModule(L.LightningModule):
         return int(self.trainer.fit_loop.epoch_loop._batches_that_stepped) if self._trainer else 0
 
     @torch.no_grad()
-    def rollout(self, prompts: list[str], do_sample: bool = True) -> Rollout:
-        """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad."""
+    def rollout(self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False) -> Rollout:
+        """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad.
+
+        With ``keep_graph`` (one PPO epoch of one minibatch) the policy forward runs with grad and is
+        kept for the update, which then needs no forward of its own: pi_old is exactly the policy
+        being updated, so the ratio is 1, as it would be after a second, identical forward.
+        """
         queries, query_mask = self.tokenize_prompts(prompts)
         cfg = self.rollout_cfg
         responses = self.policy.generate(
@@ -197,12 +209,15 @@ class PamaModule(L.LightningModule):
         input_ids = torch.cat([queries, responses], dim=1)
         attention_mask = torch.cat([query_mask, response_mask], dim=1)
         num_response = responses.shape[1]
-        logits, values = self.policy(input_ids, attention_mask, num_response)
-        logprobs = ops.logprobs_from_logits(logits, responses)
-        del logits
         ref_logits = self.policy.reference_logits(input_ids, attention_mask, num_response)
         ref_logprobs = ops.logprobs_from_logits(ref_logits, responses)
         del ref_logits
+        with torch.set_grad_enabled(keep_graph):
+            logits, values = self.policy(input_ids, attention_mask, num_response)
+            logprobs = ops.logprobs_from_logits(logits, responses)
+        self._update_forward = (logprobs, values, ops.entropy_from_logits(logits)) if keep_graph else None
+        del logits
+        logprobs, values = logprobs.detach(), values.detach()
         m = response_mask
         texts = self.tokenizer.batch_decode(responses.masked_fill(~m, self.tokenizer.pad_token_id), skip_special_tokens=True)
         return Rollout(
@@ -281,11 +296,8 @@ class PamaModule(L.LightningModule):
             self.apply_gradients(opt, loss)
             return stats
         mask = rollout.response_mask[idx]
-        logits, values = self.policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
-        logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
-        with torch.no_grad():
-            entropy = ops.masked_mean(ops.entropy_from_logits(logits), mask)
-        del logits
+        logprobs, values, entropy = self.update_forward(rollout, idx)
+        entropy = ops.masked_mean(entropy, mask)
         ratio = torch.exp(logprobs - rollout.logprobs[idx]).detach()
         with timer("pareto_solve"):
             combined, weights = self.combiner.combine(advantages[idx], mask, pref, ratio, cfg["clip_coef"])
@@ -307,6 +319,20 @@ class PamaModule(L.LightningModule):
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
         }
 
+    def update_forward(self, rollout: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Log-probs (M,T) and values (M,T,S) with grad, and per-token entropy (M,T), of the rows idx.
+
+        Reuses the rollout's forward when it was kept (``fused_forward``), else runs one.
+        """
+        if self._update_forward is not None:
+            cached, self._update_forward = self._update_forward, None
+            return tuple(t[idx] for t in cached)
+        logits, values = self.policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
+        logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
+        with torch.no_grad():
+            entropy = ops.entropy_from_logits(logits)
+        return logprobs, values, entropy
+
     def apply_gradients(self, opt, loss: torch.Tensor) -> None:
         """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite."""
         if self.finite_gradients(loss):
@@ -314,8 +340,10 @@ class PamaModule(L.LightningModule):
                 self.clip_gradients(opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm")
             opt.step()
         else:
-            opt.zero_grad(set_to_none=True)
             self.skipped_steps += 1
+        # Free the gradients now: kept until the next backward they would sit through the next rollout,
+        # a parameter-sized block on top of the forward's activations under full fine-tuning.
+        opt.zero_grad(set_to_none=True)
 
     def finite_gradients(self, loss: torch.Tensor) -> bool:
         """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step."""

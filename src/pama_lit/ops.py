@@ -250,9 +250,11 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical distribution at each position.
 
     Args:
-        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 one row at a time.
+        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32.
 
     Returns:
         (B,T) float32 (float64 for float64 logits) entropies in nats.
     """
-    return _rowwise(_entropy, logits)
+    # Always a row at a time: the entropy's (B,T,V) intermediates would raise the update's peak memory
+    # (it is computed while the forward's graph is held) by several copies of the logits.
+    return torch.stack([_entropy(_upcast(row)) for row in logits])

@@ -1,0 +1,84 @@
+"""One epoch of one minibatch reuses the rollout's forward: the update must equal the unfused one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from pama_lit.module import PamaModule
+from pama_lit.rewards import LengthReward
+
+PROMPTS = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
+
+
+def tiny_module(algorithm: str, epochs: int, minibatches: int) -> PamaModule:
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    overrides = [
+        "model=tiny",
+        f"algorithm={algorithm}",
+        f"ppo.epochs={epochs}",
+        f"ppo.num_minibatches={minibatches}",
+        "rollout.batch_size=4",
+        "rollout.max_new_tokens=6",
+        "optimizer.lr=0.01",
+    ]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return PamaModule(
+        model_loader=instantiate(cfg.model.loader, _partial_=True),
+        rewards={"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)},
+        algorithm=cfg.algorithm,
+        ppo=cfg.ppo,
+        rollout=cfg.rollout,
+        model=cfg.model,
+        optimizer=instantiate(cfg.optimizer),
+    )
+
+
+def train_one_iteration(module: PamaModule) -> dict[str, torch.Tensor]:
+    loader = DataLoader(PROMPTS, batch_size=4, collate_fn=lambda b: {"prompt": list(b)})
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    torch.manual_seed(0)
+    trainer.fit(module, train_dataloaders=loader)
+    return {k: v.detach().clone() for k, v in module.policy.trainable_state_dict().items()}
+
+
+@pytest.mark.parametrize("algorithm", ["pama", "morlhf"])
+def test_fused_forward_gives_the_same_update(algorithm):
+    fused = tiny_module(algorithm, epochs=1, minibatches=1)
+    unfused = tiny_module(algorithm, epochs=1, minibatches=1)
+    unfused.fused_forward = False
+    assert fused.fused_forward
+    fused.configure_model()
+    unfused.configure_model()
+    unfused.policy.load_state_dict(fused.policy.state_dict())  # the same LoRA initialisation
+    before = {k: v.detach().clone() for k, v in fused.policy.trainable_state_dict().items()}
+    after_fused = train_one_iteration(fused)
+    after_unfused = train_one_iteration(unfused)
+    assert any(not torch.equal(before[k], after_fused[k]) for k in before), "the update moved nothing"
+    for key in after_fused:
+        torch.testing.assert_close(after_fused[key], after_unfused[key], rtol=1e-5, atol=1e-6)
+    assert fused._update_forward is None  # consumed, no graph left behind
+
+
+def test_fusion_only_for_one_epoch_of_one_minibatch_and_advantage_combiners():
+    assert not tiny_module("pama", epochs=2, minibatches=1).fused_forward
+    assert not tiny_module("pama", epochs=1, minibatches=2).fused_forward
+    assert not tiny_module("mgda_ub", epochs=1, minibatches=1).fused_forward
