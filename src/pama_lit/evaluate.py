@@ -22,6 +22,7 @@ from pama_lit.callbacks import run_metadata
 from pama_lit.evaluation import eval_record, write_json_atomic
 from pama_lit.module import PamaModule
 from pama_lit.rewards import build_rewards
+from pama_lit.train import build_module
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +91,7 @@ def evaluate(
             cfg.data.val_size = int(num_prompts)
         if seed is not None:
             cfg.eval.seed = int(seed)
-    module = PamaModule(
-        model_loader=instantiate(cfg.model.loader, _partial_=True),
-        rewards=build_rewards(cfg.objective.rewards),
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
-        optimizer=instantiate(cfg.optimizer),
-        preference=cfg.preference,
-        eval_seed=cfg.eval.seed,
-    )
+    module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     if policy == "trained":
         load_final_weights(module, run_dir / "final")

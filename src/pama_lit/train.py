@@ -42,18 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
-    module = PamaModule(
-        model_loader=instantiate(cfg.model.loader, _partial_=True),
-        rewards=rewards,
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
-        optimizer=instantiate(cfg.optimizer),
-        preference=cfg.preference,
-        eval_seed=cfg.eval.seed,
-        rewards_on_error=cfg.get("rewards_on_error", "raise"),
-    )
+    module = build_module(cfg, rewards)
     trainer = build_trainer(cfg)
 
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -72,6 +61,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         export(module, output_dir / "final")
         print_summary(module.objectives, start, end, output_dir)
     return {"start": start, "end": end, "output_dir": str(output_dir)}
+
+
+def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
+    """The LightningModule of a composed config; the model itself loads later, in ``configure_model``."""
+    return PamaModule(
+        model_loader=instantiate(cfg.model.loader, _partial_=True),
+        rewards=rewards,
+        algorithm=cfg.algorithm,
+        ppo=cfg.ppo,
+        rollout=cfg.rollout,
+        model=cfg.model,
+        optimizer=instantiate(cfg.optimizer),
+        preference=cfg.preference,
+        eval_seed=cfg.eval.seed,
+        rewards_on_error=cfg.get("rewards_on_error", "raise"),
+    )
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
