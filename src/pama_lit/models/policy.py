@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 
@@ -154,5 +155,10 @@ class PolicyWithValueHeads(nn.Module):
             pad_token_id=pad_token_id,
             use_cache=True,
         )
-        out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        # CPU autocast recasts every frozen fp32 weight to bf16 at every decoding step (its cast cache keeps
+        # trainable leaves only), which made bf16-mixed sampling slower than fp32: sample in the weights'
+        # own dtype there. The log-probabilities PPO uses still come from the autocast forward passes.
+        on_cpu = input_ids.device.type == "cpu"
+        with torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext():
+            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
         return out[:, input_ids.shape[1] :]
