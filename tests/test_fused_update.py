@@ -18,7 +18,7 @@ from pama_lit.rewards import LengthReward
 PROMPTS = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
 
 
-def tiny_module(algorithm: str, epochs: int, minibatches: int) -> PamaModule:
+def tiny_module(algorithm: str, epochs: int, minibatches: int, extra: tuple[str, ...] = ()) -> PamaModule:
     GlobalHydra.instance().clear()
     conf = Path(__file__).resolve().parents[1] / "conf"
     overrides = [
@@ -29,6 +29,7 @@ def tiny_module(algorithm: str, epochs: int, minibatches: int) -> PamaModule:
         "rollout.batch_size=4",
         "rollout.max_new_tokens=6",
         "optimizer.lr=0.01",
+        *extra,
     ]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -82,3 +83,28 @@ def test_fusion_only_for_one_epoch_of_one_minibatch_and_advantage_combiners():
     assert not tiny_module("pama", epochs=2, minibatches=1).fused_forward
     assert not tiny_module("pama", epochs=1, minibatches=2).fused_forward
     assert not tiny_module("mgda_ub", epochs=1, minibatches=1).fused_forward
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradient_checkpointing_recomputes_the_layers_in_the_update(checkpointing):
+    """from_pretrained returns eval mode, where Hugging Face skips checkpointing: the module must train."""
+    module = tiny_module("pama", 1, 1, extra=(f"model.gradient_checkpointing={str(checkpointing).lower()}",))
+    load = module.model_loader
+
+    def load_like_from_pretrained():
+        loaded = load()
+        loaded.model.eval()
+        return loaded
+
+    module.model_loader = load_like_from_pretrained
+    module.configure_model()
+    assert all(m.training for m in module.policy.modules())
+    layers = [m for m in module.policy.lm.modules() if type(m).__name__.endswith("DecoderLayer")]
+    assert layers
+    calls = []
+    # Transformers checkpoints a layer's forward inside its hooks: count a submodule's calls instead,
+    # with a pre-hook, since the recomputation stops once it has what the backward needs.
+    layers[0].input_layernorm.register_forward_pre_hook(lambda mod, args: calls.append(torch.is_grad_enabled()))
+    train_one_iteration(module)
+    # One forward with grad (the fused rollout forward), and its recomputation in the backward.
+    assert calls.count(True) == (2 if checkpointing else 1)

@@ -115,6 +115,9 @@ class PamaModule(L.LightningModule):
             no_dropout=self.model_cfg.get("disable_dropout", True),
             gradient_checkpointing=self.model_cfg.get("gradient_checkpointing", False),
         )
+        # from_pretrained returns eval mode; dropout is already off, and train mode keeps Lightning quiet.
+        self.policy.lm.train()
+        self.policy.value_head.train()
         check_context_window(loaded.model.config, self.model_cfg, self.rollout_cfg)
         eos = {self.tokenizer.eos_token_id}
         gen_eos = loaded.model.generation_config.eos_token_id
