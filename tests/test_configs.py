@@ -14,7 +14,18 @@ OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml")
 
 
 def test_every_group_has_options():
-    assert {"model", "objective", "reward", "algorithm", "data", "trainer", "logger", "callbacks", "debug", "experiment"} <= set(GROUPS)
+    assert {
+        "model",
+        "objective",
+        "reward",
+        "algorithm",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "debug",
+        "experiment",
+    } <= set(GROUPS)
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -104,7 +104,9 @@ def test_gradient_checkpointing_recomputes_the_layers_in_the_update(checkpointin
     calls = []
     # Transformers checkpoints a layer's forward inside its hooks: count a submodule's calls instead,
     # with a pre-hook, since the recomputation stops once it has what the backward needs.
-    layers[0].input_layernorm.register_forward_pre_hook(lambda mod, args: calls.append(torch.is_grad_enabled()))
+    layers[0].input_layernorm.register_forward_pre_hook(
+        lambda mod, args: calls.append(torch.is_grad_enabled())
+    )
     train_one_iteration(module)
     # One forward with grad (the fused rollout forward), and its recomputation in the backward.
     assert calls.count(True) == (2 if checkpointing else 1)

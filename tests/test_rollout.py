@@ -47,7 +47,7 @@ def build_tiny_module(tmp_path, overrides=()):
     module.configure_model()
     # Give the adapters and value heads non-zero weights so policy, reference and values differ.
     with torch.no_grad():
-        for name, p in module.policy.named_parameters():
+        for _name, p in module.policy.named_parameters():
             if p.requires_grad:
                 p.normal_(0, 0.05)
     return module

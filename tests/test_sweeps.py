@@ -23,7 +23,7 @@ def expand(sweep: dict) -> list[list[str]]:
     for key, spec in sweep["parameters"].items():
         keys.append(key)
         choices.append(spec["values"] if "values" in spec else [spec["value"]])
-    return [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*choices)]
+    return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)] for combo in itertools.product(*choices)]
 
 
 def test_there_are_sweeps():
@@ -42,7 +42,9 @@ def test_sweep_members_compose(path, tmp_path):
     for overrides in members:
         cfg = compose_config(overrides, tmp_path)
         validate_config(cfg)
-        pref = resolve_preference(None if cfg.preference is None else list(cfg.preference), list(cfg.objective.rewards))
+        pref = resolve_preference(
+            None if cfg.preference is None else list(cfg.preference), list(cfg.objective.rewards)
+        )
         preferences.add(tuple(round(float(w), 6) for w in pref))
     if "preference" in path.stem:
         assert len(preferences) == len(members), "each member must get its own preference vector"

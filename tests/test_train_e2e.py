@@ -82,7 +82,9 @@ def test_checkpoint_holds_only_trainable_state(tiny_cfg, tmp_path):
     ids=["morlhf", "pama_batch", "noon_ppo", "preference", "full_finetune"],
 )
 def test_algorithms_train(tmp_path, overrides):
-    cfg = compose_config(["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "logger=none", *overrides], tmp_path)
+    cfg = compose_config(
+        ["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "logger=none", *overrides], tmp_path
+    )
     result = train(cfg)
     assert result["end"] is not None
 
@@ -114,8 +116,12 @@ def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
     assert trained["policy"] == "trained" and reference["policy"] == "reference"
     # Same prompts, same seed: the re-evaluated policies reproduce the in-training evaluations.
     for name in ("sentiment", "length"):
-        assert trained["rewards"][name]["mean"] == pytest.approx(result["end"]["rewards"][name]["mean"], abs=1e-6)
-        assert reference["rewards"][name]["mean"] == pytest.approx(result["start"]["rewards"][name]["mean"], abs=1e-6)
+        assert trained["rewards"][name]["mean"] == pytest.approx(
+            result["end"]["rewards"][name]["mean"], abs=1e-6
+        )
+        assert reference["rewards"][name]["mean"] == pytest.approx(
+            result["start"]["rewards"][name]["mean"], abs=1e-6
+        )
     assert [s["response"] for s in trained["samples"]] == [s["response"] for s in result["end"]["samples"]]
 
 

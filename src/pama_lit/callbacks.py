@@ -81,7 +81,8 @@ class RankConsistency(L.Callback):
         identical = len(set(digests)) == 1
         if trainer.is_global_zero:
             write_json_atomic(
-                Path(trainer.default_root_dir) / "rank_weights.json", {"sha256": digests, "identical": identical}
+                Path(trainer.default_root_dir) / "rank_weights.json",
+                {"sha256": digests, "identical": identical},
             )
         if not identical:
             raise RuntimeError(f"ranks ended training with different weights (SHA-256 per rank: {digests})")

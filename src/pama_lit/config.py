@@ -40,7 +40,9 @@ def validate_config(cfg: DictConfig) -> None:
     if r.max_new_tokens < 1:
         raise ConfigError(f"rollout.max_new_tokens must be >= 1, got {r.max_new_tokens}")
     if not 0 <= r.min_new_tokens <= r.max_new_tokens:
-        raise ConfigError(f"rollout.min_new_tokens must be in [0, {r.max_new_tokens}], got {r.min_new_tokens}")
+        raise ConfigError(
+            f"rollout.min_new_tokens must be in [0, {r.max_new_tokens}], got {r.min_new_tokens}"
+        )
     p = cfg.ppo
     if p.num_minibatches < 1 or r.batch_size % p.num_minibatches:
         raise ConfigError(

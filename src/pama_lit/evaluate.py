@@ -33,7 +33,9 @@ def load_run_config(run_dir: Path) -> DictConfig:
     """The composed config a run saved (Hydra writes it to ``<run_dir>/.hydra/config.yaml``)."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run_dir must be the output folder of a `python train.py` run")
+        raise FileNotFoundError(
+            f"{path} not found: run_dir must be the output folder of a `python train.py` run"
+        )
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)

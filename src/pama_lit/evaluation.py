@@ -40,7 +40,8 @@ def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples:
         "kl_ref": mean_ci([r["kl_ref"] for r in records])["mean"],
         "response_length": mean_ci([float(r["length"]) for r in records])["mean"],
         "samples": [
-            {"prompt": r["prompt"], "response": r["response"], "scores": r["scores"]} for r in records[:num_samples]
+            {"prompt": r["prompt"], "response": r["response"], "scores": r["scores"]}
+            for r in records[:num_samples]
         ],
     }
 

@@ -92,7 +92,9 @@ class PamaModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.eval_seed = eval_seed
         kl = self.ppo_cfg["kl"]
-        self.kl_ctl = build_kl_controller(kl["controller"], kl["init_coef"], kl.get("target"), kl.get("horizon", 10000))
+        self.kl_ctl = build_kl_controller(
+            kl["controller"], kl["init_coef"], kl.get("target"), kl.get("horizon", 10000)
+        )
         self.policy: PolicyWithValueHeads | None = None
         self.tokenizer = None
         self._val_records: list[dict[str, Any]] = []
@@ -222,7 +224,9 @@ class PamaModule(L.LightningModule):
         del logits
         logprobs, values = logprobs.detach(), values.detach()
         m = response_mask
-        texts = self.tokenizer.batch_decode(responses.masked_fill(~m, self.tokenizer.pad_token_id), skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            responses.masked_fill(~m, self.tokenizer.pad_token_id), skip_special_tokens=True
+        )
         return Rollout(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -240,7 +244,9 @@ class PamaModule(L.LightningModule):
         tok = self.tokenizer
         if self.model_cfg.get("chat_template", True) and getattr(tok, "chat_template", None):
             texts = [
-                tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+                tok.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                )
                 for p in prompts
             ]
             add_special = False
@@ -256,7 +262,9 @@ class PamaModule(L.LightningModule):
             add_special_tokens=add_special,
         )
         if enc.attention_mask.sum(-1).max() >= max_len and not getattr(self, "_warned_truncation", False):
-            log.warning("Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len)
+            log.warning(
+                "Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len
+            )
             self._warned_truncation = True
         return enc.input_ids.to(self.device), enc.attention_mask.to(self.device).bool()
 
@@ -266,14 +274,18 @@ class PamaModule(L.LightningModule):
         Returns advantages and returns, both (B,T,S).
         """
         cfg = self.ppo_cfg
-        advantages, returns = ops.gae(rewards, rollout.values, rollout.response_mask, cfg["gamma"], cfg["gae_lambda"])
+        advantages, returns = ops.gae(
+            rewards, rollout.values, rollout.response_mask, cfg["gamma"], cfg["gae_lambda"]
+        )
         if cfg.get("whiten_advantages", True):
             advantages = distributed.masked_whiten(advantages, rollout.response_mask)  # all ranks' tokens
         if self.combiner.noon:
             advantages = ops.noon(advantages)
         return advantages, returns
 
-    def ppo_update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, timer: PhaseTimer) -> dict:
+    def ppo_update(
+        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, timer: PhaseTimer
+    ) -> dict:
         """Phase 5: PPO epochs over shuffled minibatches with the combine step in each."""
         cfg = self.ppo_cfg
         opt = self.optimizers()
@@ -330,7 +342,9 @@ class PamaModule(L.LightningModule):
         if self._update_forward is not None:
             cached, self._update_forward = self._update_forward, None
             return tuple(t[idx] for t in cached)
-        logits, values = self.policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
+        logits, values = self.policy(
+            rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response
+        )
         logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
         with torch.no_grad():
             entropy = ops.entropy_from_logits(logits)
@@ -340,7 +354,9 @@ class PamaModule(L.LightningModule):
         """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite."""
         if self.finite_gradients(loss):
             if self.ppo_cfg.get("max_grad_norm"):
-                self.clip_gradients(opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+                self.clip_gradients(
+                    opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm"
+                )
             opt.step()
         else:
             self.skipped_steps += 1
@@ -352,11 +368,17 @@ class PamaModule(L.LightningModule):
         """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step."""
         finite = bool(torch.isfinite(loss))
         if not finite:
-            log.warning("Non-finite loss %s at iteration %d: optimizer step skipped", loss.item(), self.global_iteration)
+            log.warning(
+                "Non-finite loss %s at iteration %d: optimizer step skipped",
+                loss.item(),
+                self.global_iteration,
+            )
         else:
             grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
             if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
-                log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
+                log.warning(
+                    "Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration
+                )
                 finite = False
         return distributed.all_true(finite, self.device)  # every rank steps, or none does
 
@@ -391,7 +413,9 @@ class PamaModule(L.LightningModule):
         self.log_dict(m, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
         bar = {f"r/{name}": m[f"train/reward/{name}"] for name in self.objectives}
         bar["kl"] = m["train/kl/ref"]
-        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
+        self.log_dict(
+            bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=len(rollout.texts)
+        )
         self.last_rollout = rollout
 
     def _stream_names(self) -> list[str]:
@@ -500,4 +524,3 @@ def _plain(cfg: DictConfig | dict | None) -> dict:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
-

@@ -48,7 +48,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     start = module.last_eval
     if trainer.is_global_zero and start is not None:
-        write_json_atomic(output_dir / "reference" / "eval.json", eval_record(start, **run_metadata(trainer, module, "reference")))
+        write_json_atomic(
+            output_dir / "reference" / "eval.json",
+            eval_record(start, **run_metadata(trainer, module, "reference")),
+        )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -94,7 +97,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = build_loggers(cfg)
     val_every = max(1, min(cfg.eval.every_n_iterations, cfg.iterations))
     log.info("Trainer <%s>", cfg.trainer._target_)
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, val_check_interval=val_every)
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, val_check_interval=val_every
+    )
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -103,7 +108,9 @@ def build_loggers(cfg: DictConfig) -> list:
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         lg_cfg = lg_cfg.copy()
         if lg_cfg._target_.endswith("WandbLogger") and not lg_cfg.get("offline") and not wandb_has_key():
-            log.warning("No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later")
+            log.warning(
+                "No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later"
+            )
             with open_dict(lg_cfg):
                 lg_cfg.offline = True
         log.info("Logger %s <%s>", name, lg_cfg._target_)

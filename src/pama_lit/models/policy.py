@@ -160,5 +160,7 @@ class PolicyWithValueHeads(nn.Module):
         # own dtype there. The log-probabilities PPO uses still come from the autocast forward passes.
         on_cpu = input_ids.device.type == "cpu"
         with torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext():
-            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            out = self.lm.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            )
         return out[:, input_ids.shape[1] :]
