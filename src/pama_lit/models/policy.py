@@ -16,6 +16,16 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        # Attention kernels take a float probability (Llama's ``attention_dropout``, passed to SDPA in
+        # train mode), not a Dropout module.
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    if config is not None:
+        for name, value in vars(config).items():
+            if ("dropout" in name or name.endswith("_pdrop")) and isinstance(value, float):
+                setattr(config, name, 0.0)
 
 
 class PolicyWithValueHeads(nn.Module):
