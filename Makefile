@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow lint clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,18 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests train.py evaluate.py
-	$(PY) -m ruff format --check src tests train.py evaluate.py
+	$(PY) -m ruff check src tests benchmarks train.py evaluate.py
+	$(PY) -m ruff format --check src tests benchmarks train.py evaluate.py
+
+# Benchmarks (benchmarks/README.md): run by hand on a quiet machine, never by the test suite.
+bench-iteration: $(STAMP)
+	$(PY) benchmarks/iteration_cost.py $(ARGS)
+
+bench-solve: $(STAMP)
+	$(PY) benchmarks/solve_cost.py $(ARGS)
+
+bench-trl: $(STAMP)
+	$(PY) benchmarks/vs_trl.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun
