@@ -13,18 +13,23 @@ with the doubled batch on the same prompts:
   differs between the runs).
 * ``train/pareto/binding_frac/*`` is left out: it counts ties in the per-token closed form, which
   float rounding of left-padded prompts (padded to 4 vs 8 rows) can flip.
+
+The same comparison runs ``algorithm=mgda_ub``, whose Gram matrix is all-reduced over ranks, on two
+rule rewards of prompt and response (``tests/rule_rewards.py``): greedy responses of the random tiny
+model are all alike, so rewards of the response alone would leave every gradient zero.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from train_runs import TINY, iteration_metrics, run_train
+from train_runs import TINY, iteration_metrics, run_train, train_env
 
 from pama_lit import distributed, ops
 from pama_lit.pareto import combine_pama_batch
@@ -134,9 +139,39 @@ DDP_COMPARABLE = [
 
 
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    compare_ddp_to_one_process(tmp_path, [])
+
+
+def test_mgda_ub_on_two_ranks_matches_one_process(tmp_path):
+    """The all-reduced Gram matrix: same min-norm weights, min-norm value and update as one process."""
+    rule_rewards = [
+        "objective=length",
+        "objective.rewards.length._target_=pama_lit.rewards.CallableReward",
+        "+objective.rewards.length.fn=rule_rewards:vowel_fraction",
+        "+objective.rewards.length.reads=prompt+response",
+        "~objective.rewards.length.scale",
+        "~objective.rewards.length.low",
+        "~objective.rewards.length.high",
+        "+reward@objective.rewards.letters=length",
+        "objective.rewards.letters._target_=pama_lit.rewards.CallableReward",
+        "+objective.rewards.letters.fn=rule_rewards:space_fraction",
+        "+objective.rewards.letters.reads=prompt+response",
+        "~objective.rewards.letters.scale",
+        "~objective.rewards.letters.low",
+        "~objective.rewards.letters.high",
+    ]
+    metrics = compare_ddp_to_one_process(tmp_path, ["algorithm=mgda_ub", *rule_rewards])
+    # Both objectives move the policy, so the min-norm value is a real number, not a degenerate 0.
+    assert all(m["train/pareto/min_norm"] > 1e-4 for m in metrics.values())
+
+
+def compare_ddp_to_one_process(tmp_path, extra: list[str]) -> dict[int, dict[str, float]]:
+    """Run 2 DDP ranks of batch 4 and one process of batch 8; compare metrics, weights, evaluation."""
+    env = train_env(PYTHONPATH=str(Path(__file__).parent))  # reward functions in tests/
     ddp = run_train(
         [
             *DDP_COMPARABLE,
+            *extra,
             "trainer=ddp",
             "trainer.accelerator=cpu",
             "trainer.devices=2",
@@ -144,13 +179,14 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
         ],
         tmp_path / "ddp",
         timeout=420,
+        env=env,
     )
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-4000:]
     assert "distributed_backend=gloo" in ddp.stdout + ddp.stderr
     ranks = json.loads((tmp_path / "ddp" / "rank_weights.json").read_text())
     assert ranks["identical"] and len(ranks["sha256"]) == 2 and len(set(ranks["sha256"])) == 1
 
-    one = run_train([*DDP_COMPARABLE, "rollout.batch_size=8"], tmp_path / "one", timeout=300)
+    one = run_train([*DDP_COMPARABLE, *extra, "rollout.batch_size=8"], tmp_path / "one", timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-4000:]
 
     got = iteration_metrics(next((tmp_path / "ddp" / "csv").glob("version_*/metrics.csv")))
@@ -160,7 +196,12 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
         for key, value in metrics.items():
             if "/binding_frac/" in key:
                 continue
-            assert got[step][key] == pytest.approx(value, rel=1e-3, abs=1e-5), (step, key)
+            assert got[step][key] == pytest.approx(value, rel=1e-3, abs=1e-5), (
+                step,
+                key,
+                got[step][key],
+                value,
+            )
 
     a = load_file(tmp_path / "ddp" / "final" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "one" / "final" / "adapter" / "adapter_model.safetensors")
@@ -179,6 +220,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     assert evals[0]["num_prompts"] == evals[1]["num_prompts"] == 4  # validation sharded, then gathered
     for name, summary in evals[1]["rewards"].items():
         assert evals[0]["rewards"][name]["mean"] == pytest.approx(summary["mean"], abs=1e-5)
+    return want
 
 
 def test_gpu_strategy_configs_compose_and_validate():

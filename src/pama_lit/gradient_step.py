@@ -125,8 +125,11 @@ def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coe
         gram = gram_matrix(grads)
         world = _world_size()
         if world > 1:
-            # Each rank's hidden states are its own coordinates: the global Gram is the sum.
+            # Each rank's hidden states are its own coordinates of the global batch, and the global
+            # loss is the mean of the rank losses: the global gradient is each rank's divided by the
+            # world size, so the global Gram is the sum of the rank Grams over world^2.
             torch.distributed.all_reduce(gram)
+            gram.div_(world * world)
             for g in head_grads:
                 torch.distributed.all_reduce(g)
                 g.div_(world)
