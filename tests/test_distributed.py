@@ -14,9 +14,11 @@ with the doubled batch on the same prompts:
 * ``train/pareto/binding_frac/*`` is left out: it counts ties in the per-token closed form, which
   float rounding of left-padded prompts (padded to 4 vs 8 rows) can flip.
 
-The same comparison runs ``algorithm=mgda_ub``, whose Gram matrix is all-reduced over ranks, on two
-rule rewards of prompt and response (``tests/rule_rewards.py``): greedy responses of the random tiny
-model are all alike, so rewards of the response alone would leave every gradient zero.
+Both runs score two rule rewards of prompt and response (``tests/rule_rewards.py``): greedy responses
+of the random tiny model are all alike, so rewards of the response alone are the same for every
+sample and the advantages carry only the value heads' error; these differ from sample to sample.
+The same comparison runs ``algorithm=mgda_ub``, whose Gram matrix is all-reduced over ranks (with
+constant rewards its min-norm value would be 0 and prove nothing).
 """
 
 from __future__ import annotations
@@ -138,29 +140,31 @@ DDP_COMPARABLE = [
 ]
 
 
+# Two rewards of prompt and response (tests/rule_rewards.py): they vary between samples even though
+# greedy responses of the random tiny model are all alike, so the advantages carry a real signal.
+RULE_REWARDS = [
+    "objective=length",
+    "~objective.rewards.length",
+]
+for _name, _fn in (("vowels", "vowel_fraction"), ("spaces", "space_fraction")):
+    RULE_REWARDS += [
+        f"+reward@objective.rewards.{_name}=length",
+        f"objective.rewards.{_name}._target_=pama_lit.rewards.CallableReward",
+        f"+objective.rewards.{_name}.fn=rule_rewards:{_fn}",
+        f"+objective.rewards.{_name}.reads=prompt+response",
+        f"~objective.rewards.{_name}.scale",
+        f"~objective.rewards.{_name}.low",
+        f"~objective.rewards.{_name}.high",
+    ]
+
+
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
-    compare_ddp_to_one_process(tmp_path, [])
+    compare_ddp_to_one_process(tmp_path, RULE_REWARDS)
 
 
 def test_mgda_ub_on_two_ranks_matches_one_process(tmp_path):
     """The all-reduced Gram matrix: same min-norm weights, min-norm value and update as one process."""
-    rule_rewards = [
-        "objective=length",
-        "objective.rewards.length._target_=pama_lit.rewards.CallableReward",
-        "+objective.rewards.length.fn=rule_rewards:vowel_fraction",
-        "+objective.rewards.length.reads=prompt+response",
-        "~objective.rewards.length.scale",
-        "~objective.rewards.length.low",
-        "~objective.rewards.length.high",
-        "+reward@objective.rewards.letters=length",
-        "objective.rewards.letters._target_=pama_lit.rewards.CallableReward",
-        "+objective.rewards.letters.fn=rule_rewards:space_fraction",
-        "+objective.rewards.letters.reads=prompt+response",
-        "~objective.rewards.letters.scale",
-        "~objective.rewards.letters.low",
-        "~objective.rewards.letters.high",
-    ]
-    metrics = compare_ddp_to_one_process(tmp_path, ["algorithm=mgda_ub", *rule_rewards])
+    metrics = compare_ddp_to_one_process(tmp_path, ["algorithm=mgda_ub", *RULE_REWARDS])
     # Both objectives move the policy, so the min-norm value is a real number, not a degenerate 0.
     assert all(m["train/pareto/min_norm"] > 1e-4 for m in metrics.values())
 
@@ -206,6 +210,7 @@ def compare_ddp_to_one_process(tmp_path, extra: list[str]) -> dict[int, dict[str
     a = load_file(tmp_path / "ddp" / "final" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "one" / "final" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
+    assert any(v.abs().max() > 0 for k, v in b.items() if "lora_B" in k), "the policy did not move"
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     heads = [
