@@ -331,3 +331,42 @@ def test_gradient_baselines_train_and_log_their_weights(tiny_run_cfg, algorithm)
         if r.get("train/pareto/min_norm")
     ]
     assert weights and all(abs(sum(w) - 1) < 1e-5 and min(w) >= 0 for w in weights)
+
+
+def test_mgda_ub_refuses_16_mixed_too(tiny_run_cfg):
+    """Its value heads take gradients written past the scaler as well."""
+    with open_dict(tiny_run_cfg):
+        tiny_run_cfg.algorithm.name = "mgda_ub"
+        tiny_run_cfg.trainer.precision = "16-mixed"
+    with pytest.raises(ConfigError, match="algorithm=mgda_ub writes unscaled gradients"):
+        validate_config(tiny_run_cfg)
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        {"devices": 2},
+        {"devices": "0,1"},
+        {"devices": [0, 1]},
+        {"num_nodes": 2},
+        {"strategy": "ddp_spawn"},
+        {"strategy": {"_target_": "lightning.pytorch.strategies.DDPStrategy"}},
+    ],
+)
+def test_mgda_refuses_several_processes_before_loading_a_model(tiny_run_cfg, trainer):
+    with open_dict(tiny_run_cfg):
+        tiny_run_cfg.algorithm.name = "mgda"
+        for key, value in trainer.items():
+            tiny_run_cfg.trainer[key] = value
+    with pytest.raises(ConfigError, match="one process only .* use algorithm=mgda_ub"):
+        validate_config(tiny_run_cfg)
+    with open_dict(tiny_run_cfg):
+        tiny_run_cfg.algorithm.name = "mgda_ub"
+    validate_config(tiny_run_cfg)  # mgda_ub all-reduces its Gram matrix
+
+
+def test_mgda_accepts_one_process(tiny_run_cfg):
+    with open_dict(tiny_run_cfg):
+        tiny_run_cfg.algorithm.name = "mgda"
+        tiny_run_cfg.trainer.devices = "auto"
+    validate_config(tiny_run_cfg)

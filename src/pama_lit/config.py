@@ -29,10 +29,17 @@ def validate_config(cfg: DictConfig) -> None:
     if name not in COMBINERS:
         raise ConfigError(f"unknown algorithm {name!r}; known: {', '.join(COMBINERS)}")
     COMBINERS[name]().num_streams(len(objectives))
-    if COMBINERS[name].gradient_space == "parameters" and str(cfg.trainer.get("precision")) == "16-mixed":
+    space = COMBINERS[name].gradient_space
+    if space is not None and str(cfg.trainer.get("precision")) == "16-mixed":
         raise ConfigError(
             f"algorithm={name} writes unscaled gradients, which 16-mixed's gradient scaler would unscale again; "
             "use trainer.precision=bf16-mixed or 32-true"
+        )
+    if space == "parameters" and _multi_process(cfg.trainer):
+        raise ConfigError(
+            f"algorithm={name} writes .grad directly, past the data-parallel gradient reduction, so it runs in "
+            f"one process only (got trainer.devices={cfg.trainer.get('devices')}, trainer.strategy="
+            f"{_strategy_name(cfg.trainer)}); use algorithm=mgda_ub, which all-reduces its Gram matrix, or trainer=cpu"
         )
     if cfg.iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
@@ -159,3 +166,26 @@ def check_context_window(lm_config, model_cfg: dict, rollout_cfg: dict) -> None:
             f"model.max_prompt_length={prompt} + rollout.max_new_tokens={new} = {prompt + new} tokens exceed the "
             f"model's context window of {window}; lower one of them"
         )
+
+
+def _strategy_name(trainer: DictConfig) -> str:
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, DictConfig):
+        return str(strategy.get("_target_", strategy)).rsplit(".", 1)[-1]
+    return str(strategy)
+
+
+def _multi_process(trainer: DictConfig) -> bool:
+    """Whether the trainer config surely runs more than one process: a strategy object or a ddp/fsdp/
+    deepspeed name, several devices named, or several nodes. ``devices=auto`` or ``-1`` depend on the
+    machine: ``gradient_step`` checks the world size again at the first update."""
+    if isinstance(trainer.get("strategy"), DictConfig):
+        return True
+    if str(trainer.get("strategy") or "auto").lower().startswith(("ddp", "fsdp", "deepspeed")):
+        return True
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, str):
+        text = devices.strip()
+        devices = int(text) if text.lstrip("-").isdigit() else (text.count(",") + 1 if "," in text else 1)
+    count = devices if isinstance(devices, int) else len(devices)
+    return count > 1 or int(trainer.get("num_nodes") or 1) > 1
