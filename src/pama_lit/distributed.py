@@ -124,14 +124,7 @@ def masked_whiten(
     Returns:
         Shaped like ``x``: whitened with global statistics, 0 outside the mask.
     """
-    if world_size() == 1:
-        return ops.masked_whiten(x, mask, shift_mean=shift_mean, eps=eps)
-    mu = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
-    whitened = (x - mu) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mu
-    return torch.where(ops._expand_mask(mask, x), whitened, torch.zeros((), dtype=x.dtype, device=x.device))
+    return ops.masked_whiten(x, mask, shift_mean=shift_mean, eps=eps, mean_fn=masked_mean, var_fn=masked_var)
 
 
 def gather_objects(obj: object) -> list:

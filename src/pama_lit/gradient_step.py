@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from pama_lit import ops
+from pama_lit import distributed, ops
 from pama_lit.gradient_methods import (
     combine_gradients,
     flatten_gradients,
@@ -68,7 +68,7 @@ def mgda_backward(
     """
     if space not in GRADIENT_SPACES:
         raise ValueError(f"unknown gradient space {space!r}; allowed: {', '.join(GRADIENT_SPACES)}")
-    if space == "parameters" and _world_size() > 1:
+    if space == "parameters" and distributed.world_size() > 1:
         raise NotImplementedError(
             "algorithm=mgda writes .grad directly, past DDP's gradient reducer: train it in one process, "
             "or use algorithm=mgda_ub, which all-reduces its Gram matrix"
@@ -122,17 +122,11 @@ def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coe
         grads = torch.stack([torch.autograd.grad(losses[i], hidden, retain_graph=True)[0] for i in range(k)])
         head_grads = torch.autograd.grad(vf_coef * vf.sum(), heads, retain_graph=True)
     with timer("pareto_solve"):
-        gram = gram_matrix(grads)
-        world = _world_size()
-        if world > 1:
-            # Each rank's hidden states are its own coordinates of the global batch, and the global
-            # loss is the mean of the rank losses: the global gradient is each rank's divided by the
-            # world size, so the global Gram is the sum of the rank Grams over world^2.
-            torch.distributed.all_reduce(gram)
-            gram.div_(world * world)
-            for g in head_grads:
-                torch.distributed.all_reduce(g)
-                g.div_(world)
+        # Each rank's hidden states are its own coordinates of the global batch, and the global loss
+        # is the mean of the rank losses: the global gradient is each rank's divided by the world
+        # size, so the global Gram is the sum of the rank Grams over world^2.
+        gram = distributed.all_reduce_sum(gram_matrix(grads)) / distributed.world_size() ** 2
+        head_grads = [distributed.mean(g) for g in head_grads]
         solution = solve_min_norm(gram, preference)
     backward((solution.coefficients.to(losses).detach() * losses).sum())
     # Task-specific value heads take their own, unweighted gradient (Sener and Koltun, Algorithm 2).
@@ -163,9 +157,3 @@ def _parameter_step(losses, shared, heads, preference, timer):
         for p, g in zip(heads, head_grads, strict=True):
             p.grad = g
     return solution
-
-
-def _world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1

@@ -10,6 +10,8 @@ objectives) are kept by reductions and treated independently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 KL_ESTIMATORS = ("k1", "k3", "abs", "mse")
@@ -68,7 +70,12 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    var_fn: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Whiten ``x`` over the masked positions, each trailing dim (objective) on its own.
 
@@ -78,13 +85,15 @@ def masked_whiten(
         shift_mean: subtract the masked mean; if False the mean is added back after scaling, so only
             the spread changes (TRL's ``shift_mean``).
         eps: added to the variance before the square root.
+        mean_fn, var_fn: the statistics, ``masked_mean(x, mask)`` and ``masked_var(x, mask,
+            unbiased=True)`` by default; ``distributed`` passes its all-rank versions.
 
     Returns:
         Tensor shaped like ``x`` with masked mean 0 and unbiased masked variance 1 per trailing dim
         (up to ``eps``); 0 at positions outside the mask.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    mean = (mean_fn or masked_mean)(x, mask)
+    var = (var_fn or masked_var)(x, mask, unbiased=True)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
