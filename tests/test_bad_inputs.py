@@ -368,21 +368,12 @@ def test_prompt_and_response_budget_beyond_the_context_window(tmp_path):
 def test_long_prompts_are_cut_from_the_left_with_a_warning(caplog):
     """Documented behaviour: a prompt beyond model.max_prompt_length loses its beginning, keeps the template end."""
     from conftest import compose_config as compose
-    from hydra.utils import instantiate
 
-    from pama_lit.module import PamaModule
     from pama_lit.rewards import build_rewards
+    from pama_lit.train import build_module
 
     cfg = compose([*TINY, "model.max_prompt_length=24"])
-    module = PamaModule(
-        model_loader=instantiate(cfg.model.loader, _partial_=True),
-        rewards=build_rewards(cfg.objective.rewards),
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
-        optimizer=instantiate(cfg.optimizer),
-    )
+    module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     long_prompt = "BEGINNING " + "word " * 200 + "the end"
     with caplog.at_level("WARNING", logger="pama_lit.module"):

@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
+from conftest import compose_config
 from torch.utils.data import DataLoader
 
 from pama_lit.module import PamaModule
 from pama_lit.rewards import LengthReward
+from pama_lit.train import build_module
 
 PROMPTS = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
 
 
 def tiny_module(algorithm: str, epochs: int, minibatches: int, extra: tuple[str, ...] = ()) -> PamaModule:
-    GlobalHydra.instance().clear()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    overrides = [
-        "model=tiny",
-        f"algorithm={algorithm}",
-        f"ppo.epochs={epochs}",
-        f"ppo.num_minibatches={minibatches}",
-        "rollout.batch_size=4",
-        "rollout.max_new_tokens=6",
-        "optimizer.lr=0.01",
-        *extra,
-    ]
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return PamaModule(
-        model_loader=instantiate(cfg.model.loader, _partial_=True),
-        rewards={"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)},
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
-        optimizer=instantiate(cfg.optimizer),
+    cfg = compose_config(
+        [
+            "model=tiny",
+            f"algorithm={algorithm}",
+            f"ppo.epochs={epochs}",
+            f"ppo.num_minibatches={minibatches}",
+            "rollout.batch_size=4",
+            "rollout.max_new_tokens=6",
+            "optimizer.lr=0.01",
+            *extra,
+        ]
     )
+    return build_module(cfg, {"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)})
 
 
 def train_one_iteration(module: PamaModule) -> dict[str, torch.Tensor]:

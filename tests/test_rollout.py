@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 from conftest import compose_config
-from hydra.utils import instantiate
 
-from pama_lit.module import PamaModule
 from pama_lit.rewards import build_rewards
 from pama_lit.rollout import response_mask_from_eos
+from pama_lit.train import build_module
 
 
 def naive_mask(responses: list[list[int]], eos: set[int]) -> list[list[bool]]:
@@ -35,15 +34,7 @@ def test_response_mask_matches_naive_loop():
 
 def build_tiny_module(tmp_path, overrides=()):
     cfg = compose_config(["debug=tiny", "rollout.max_new_tokens=7", *overrides], tmp_path)
-    module = PamaModule(
-        model_loader=instantiate(cfg.model.loader, _partial_=True),
-        rewards=build_rewards(cfg.objective.rewards),
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
-        optimizer=instantiate(cfg.optimizer),
-    )
+    module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     # Give the adapters and value heads non-zero weights so policy, reference and values differ.
     with torch.no_grad():
