@@ -117,7 +117,8 @@ class PamaModule(L.LightningModule):
             no_dropout=self.model_cfg.get("disable_dropout", True),
             gradient_checkpointing=self.model_cfg.get("gradient_checkpointing", False),
         )
-        # from_pretrained returns eval mode; dropout is already off, and train mode keeps Lightning quiet.
+        # from_pretrained returns eval mode, where Hugging Face skips gradient checkpointing (and
+        # Lightning warns); dropout is already off, so train mode changes nothing else.
         self.policy.lm.train()
         self.policy.value_head.train()
         check_context_window(loaded.model.config, self.model_cfg, self.rollout_cfg)
