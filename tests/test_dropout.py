@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from pama_lit.models.policy import disable_dropout
+from pama_lit.models.policy import PolicyWithValueHeads, disable_dropout
+from pama_lit.ops import logprobs_from_logits
 
 
-def tiny_llama() -> LlamaForCausalLM:
+def tiny_llama(attention_dropout: float = 0.5) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=64,
         hidden_size=32,
@@ -17,7 +18,7 @@ def tiny_llama() -> LlamaForCausalLM:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        attention_dropout=0.5,
+        attention_dropout=attention_dropout,
     )
     return LlamaForCausalLM(config)
 
@@ -43,3 +44,34 @@ def test_train_mode_forwards_agree_once_dropout_is_disabled(build):
     disable_dropout(model)
     a, b = two_forwards()
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def lora_policy(no_dropout: bool) -> PolicyWithValueHeads:
+    """The tiny Llama with LoRA dropout 0.05 (the paper configs' value), in train mode, B != 0."""
+    torch.manual_seed(0)
+    lora = {"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    # No attention dropout: any randomness left comes from the adapters.
+    policy = PolicyWithValueHeads(
+        tiny_llama(0.0), num_value_heads=2, lora=lora, no_dropout=no_dropout
+    ).train()
+    with torch.no_grad():
+        # peft starts B at 0, where the adapters' output (and so their dropout) is invisible.
+        for name, p in policy.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return policy
+
+
+def test_lora_dropout_is_disabled_so_the_first_ppo_ratio_is_exactly_one():
+    ids = torch.randint(0, 64, (2, 12))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    responses = ids[:, -6:]
+
+    def ratio(policy):
+        old = logprobs_from_logits(policy(ids, mask, 6)[0], responses)  # pi_old at rollout time
+        new = logprobs_from_logits(policy(ids, mask, 6)[0], responses)  # pi_theta in the first epoch
+        return torch.exp(new - old)
+
+    with_dropout = ratio(lora_policy(no_dropout=False))
+    assert not torch.equal(with_dropout, torch.ones_like(with_dropout)), "LoRA dropout is not active"
+    torch.testing.assert_close(ratio(lora_policy(no_dropout=True)), torch.ones(2, 6), rtol=0, atol=0)

@@ -38,7 +38,7 @@ class PolicyWithValueHeads(nn.Module):
         lm: a causal LM (``PreTrainedModel``).
         num_value_heads: K, one scalar head per advantage stream.
         lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
-        no_dropout: zero the base model's dropout probabilities.
+        no_dropout: zero every dropout probability, the LoRA adapters' ``lora_dropout`` included.
         gradient_checkpointing: trade compute for activation memory in the update forward.
     """
 
@@ -51,8 +51,6 @@ class PolicyWithValueHeads(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if no_dropout:
-            disable_dropout(lm)
         if gradient_checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.uses_lora = lora is not None
@@ -71,6 +69,11 @@ class PolicyWithValueHeads(nn.Module):
         else:
             self.ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
             self.lm = lm
+        if no_dropout:
+            # After get_peft_model: the adapters bring their own Dropout modules (lora_dropout), which
+            # would otherwise stay on in train mode and make sampling, pi_old and the update see
+            # three different networks.
+            disable_dropout(self.lm)
         hidden = lm.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, num_value_heads)
         # Zero init: every value starts at 0, the bootstrap GAE assumes before any fit.
