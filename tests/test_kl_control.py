@@ -67,3 +67,47 @@ def test_coefficient_must_be_nonnegative_and_finite(coef):
 def test_horizon_must_be_positive():
     with pytest.raises(ValueError, match="horizon"):
         build_kl_controller("adaptive", 0.2, target=1.0, horizon=0)
+
+
+def test_module_feeds_the_controller_the_k1_sequence_kl_whatever_the_shaping_estimator(monkeypatch):
+    import lightning as L
+    import torch
+    from conftest import compose_config
+    from torch.utils.data import DataLoader
+
+    from pama_lit.kl_control import AdaptiveKLController
+    from pama_lit.ops import kl_penalty
+    from pama_lit.rewards import LengthReward
+    from pama_lit.train import build_module
+
+    cfg = compose_config(
+        [
+            "model=tiny",
+            "ppo.kl.estimator=k3",
+            "rollout.batch_size=4",
+            "rollout.max_new_tokens=6",
+            "ppo.epochs=1",
+        ]
+    )
+    module = build_module(cfg, {"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)})
+    module.configure_model()
+    with torch.no_grad():  # nonzero adapters: the policy starts away from the reference, KL > 0
+        for name, p in module.policy.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    seen = []
+    monkeypatch.setattr(AdaptiveKLController, "update", lambda self, kl, n_steps: seen.append(kl))
+    prompts = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer.fit(
+        module, train_dataloaders=DataLoader(prompts, batch_size=4, collate_fn=lambda b: {"prompt": b})
+    )
+    r = module.last_rollout
+    k1 = float((kl_penalty(r.logprobs, r.ref_logprobs, "k1") * r.response_mask).sum(-1).mean())
+    k3 = float((kl_penalty(r.logprobs, r.ref_logprobs, "k3") * r.response_mask).sum(-1).mean())
+    assert k1 != pytest.approx(k3), "k1 and k3 agree on this batch: the test would prove nothing"
+    assert seen == [pytest.approx(k1)]

@@ -253,6 +253,19 @@ def test_logprobs_from_logits_matches_a_naive_softmax(dtype):
             assert out[b, t].item() == pytest.approx(expected.item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprobs_and_entropy_with_a_temperature_are_those_of_the_sampling_distribution(dtype):
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(3, 4, 11, generator=g) * 3).to(dtype)
+    labels = torch.randint(0, 11, (3, 4), generator=g)
+    tempered = logits.float() / 0.7
+    expected = tempered.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logprobs_from_logits(logits, labels, temperature=0.7), expected)
+    entropy = torch.distributions.Categorical(logits=tempered).entropy()
+    torch.testing.assert_close(entropy_from_logits(logits, temperature=0.7), entropy, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logprobs_from_logits(logits, labels), expected), "0.7 must change something"
+
+
 def test_logprobs_from_logits_is_differentiable():
     logits = torch.randn(2, 3, 5, requires_grad=True)
     labels = torch.randint(0, 5, (2, 3))

@@ -43,6 +43,7 @@ def mgda_backward(
     preference: torch.Tensor,
     ppo: dict,
     timer: PhaseTimer,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward one minibatch, solve MGDA's min-norm problem and leave the update in ``.grad``.
 
@@ -61,6 +62,7 @@ def mgda_backward(
         preference: (K,) positive weights summing to 1.
         ppo: PPO settings (clip_coef, vf_clip, vf_coef).
         timer: accumulates ``objective_grads`` and ``pareto_solve``.
+        temperature: the sampling temperature; log-probabilities are those of softmax(logits / temperature).
 
     Returns:
         the weighted total loss sum_i a_i L_i (detached) and the minibatch stats: the module's keys
@@ -77,9 +79,9 @@ def mgda_backward(
     logits, values, hidden = policy(
         rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response, return_hidden=True
     )
-    logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
+    logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], temperature)
     with torch.no_grad():
-        entropy = ops.masked_mean(ops.entropy_from_logits(logits), mask)
+        entropy = ops.masked_mean(ops.entropy_from_logits(logits, temperature), mask)
     del logits
     pg, vf, pg_stats = per_objective_ppo_losses(
         logprobs,

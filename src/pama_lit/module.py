@@ -79,6 +79,8 @@ class PamaModule(L.LightningModule):
         self.ppo_cfg = _plain(ppo)
         self.rollout_cfg = _plain(rollout)
         self.model_cfg = _plain(model)
+        # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
+        self.temperature = float(self.rollout_cfg.get("temperature", 1.0))
         self.combiner = build_combiner(self.algo_cfg["name"], self.algo_cfg.get("noon"))
         self.num_streams = self.combiner.num_streams(len(self.objectives))
         # One epoch of one minibatch: the rollout's policy forward is also the update's (see rollout).
@@ -152,7 +154,9 @@ class PamaModule(L.LightningModule):
             advantages, returns = self.advantages(rewards, rollout)  # 4
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
-        seq_kl = distributed.mean((kl * rollout.response_mask).sum(-1).mean())  # over every rank's samples
+        # The controller's target is a k1 sequence KL (TRL's semantics), whatever estimator shapes the rewards.
+        k1 = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1")
+        seq_kl = distributed.mean((k1 * rollout.response_mask).sum(-1).mean())  # over every rank's samples
         self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
         self.last_scores = scores
         self.log_iteration(rollout, scores, stats, seq_kl, timer)
@@ -205,7 +209,7 @@ class PamaModule(L.LightningModule):
             pad_token_id=self.tokenizer.pad_token_id,
             max_new_tokens=cfg["max_new_tokens"],
             min_new_tokens=cfg.get("min_new_tokens", 1),
-            temperature=cfg.get("temperature", 1.0),
+            temperature=self.temperature,
             top_k=cfg.get("top_k", 0),
             top_p=cfg.get("top_p", 1.0),
             do_sample=do_sample,
@@ -216,12 +220,14 @@ class PamaModule(L.LightningModule):
         attention_mask = torch.cat([query_mask, response_mask], dim=1)
         num_response = responses.shape[1]
         ref_logits = self.policy.reference_logits(input_ids, attention_mask, num_response)
-        ref_logprobs = ops.logprobs_from_logits(ref_logits, responses)
+        ref_logprobs = ops.logprobs_from_logits(ref_logits, responses, self.temperature)
         del ref_logits
         with torch.set_grad_enabled(keep_graph):
             logits, values = self.policy(input_ids, attention_mask, num_response)
-            logprobs = ops.logprobs_from_logits(logits, responses)
-        self._update_forward = (logprobs, values, ops.entropy_from_logits(logits)) if keep_graph else None
+            logprobs = ops.logprobs_from_logits(logits, responses, self.temperature)
+        self._update_forward = (
+            (logprobs, values, ops.entropy_from_logits(logits, self.temperature)) if keep_graph else None
+        )
         del logits
         logprobs, values = logprobs.detach(), values.detach()
         m = response_mask
@@ -307,7 +313,7 @@ class PamaModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
             loss, stats = mgda_backward(
                 self.policy, self.manual_backward, self.combiner.gradient_space,
-                rollout, advantages, returns, idx, pref, cfg, timer,
+                rollout, advantages, returns, idx, pref, cfg, timer, temperature=self.temperature,
             )  # fmt: skip
             self.apply_gradients(opt, loss)
             return stats
@@ -346,9 +352,9 @@ class PamaModule(L.LightningModule):
         logits, values = self.policy(
             rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response
         )
-        logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx])
+        logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], self.temperature)
         with torch.no_grad():
-            entropy = ops.entropy_from_logits(logits)
+            entropy = ops.entropy_from_logits(logits, self.temperature)
         return logprobs, values, entropy
 
     def apply_gradients(self, opt, loss: torch.Tensor) -> None:

@@ -231,39 +231,49 @@ def _rowwise(fn, logits: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
     return torch.stack([fn(_upcast(row), *rest) for row, *rest in zip(logits, *others, strict=True)])
 
 
-def _gather_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _gather_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    if temperature != 1.0:
+        logits = logits / temperature
     return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
+def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if temperature != 1.0:
+        logits = logits / temperature
     logp = logits.log_softmax(-1)
     # A -inf logit would give 0 * -inf = NaN; clamping gives 0 * finite = 0 instead.
     logp = logp.clamp(min=torch.finfo(logp.dtype).min)
     return -(logp.exp() * logp).sum(-1)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of ``labels`` under ``logits`` (log_softmax + gather).
+def logprobs_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probabilities of ``labels`` under softmax(logits / temperature) (log_softmax + gather).
 
     Args:
         logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 one row at a time.
         labels: (B,T) long token ids.
+        temperature: the sampling temperature (``rollout.temperature``). Tokens sampled at temperature
+            tau come from softmax(logits / tau): pi_old, pi_theta and pi_ref must all be that
+            distribution for the PPO ratio and the KL to refer to what was sampled (TRL does the same).
 
     Returns:
         (B,T) float32 (float64 for float64 logits) log-probabilities; differentiable.
     """
-    return _rowwise(_gather_logprobs, logits, labels)
+    return _rowwise(lambda row, lab: _gather_logprobs(row, lab, temperature), logits, labels)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution at each position.
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of the categorical distribution softmax(logits / temperature) at each position.
 
     Args:
         logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32.
+        temperature: the sampling temperature, as in ``logprobs_from_logits``.
 
     Returns:
         (B,T) float32 (float64 for float64 logits) entropies in nats.
     """
     # Always a row at a time: the entropy's (B,T,V) intermediates would raise the update's peak memory
     # (it is computed while the forward's graph is held) by several copies of the logits.
-    return torch.stack([_entropy(_upcast(row)) for row in logits])
+    return torch.stack([_entropy(_upcast(row), temperature) for row in logits])
