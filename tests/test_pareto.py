@@ -15,6 +15,7 @@ from pama_lit.pareto import (
     combine_linear,
     combine_pama_batch,
     combine_pama_token,
+    combine_stats,
     min_norm_two,
     min_norm_weights,
     scale_by_preference,
@@ -235,6 +236,140 @@ def test_pama_batch_zeroes_padding():
     combined, _ = combine_pama_batch(advantages, mask, torch.tensor([0.5, 0.5]))
     assert torch.equal(combined, mask.float())
     assert masked_mean(combined, mask) == 1
+
+
+# ---- active objectives (excluded ones never veto) ------------------------------------------------
+
+masks = st.integers(1, 4).flatmap(lambda k: st.lists(st.booleans(), min_size=k, max_size=k))
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), masks)
+def test_closed_form_with_an_active_mask_is_the_closed_form_of_the_active_entries(seed, active):
+    g = torch.Generator().manual_seed(seed)
+    active = torch.tensor(active)
+    a = torch.randn(5, active.numel(), generator=g, dtype=torch.float64)
+    s_star, weights = closed_form_min_norm(a, active)
+    assert torch.all(weights[:, ~active] == 0)
+    if not active.any():
+        assert torch.all(s_star == 0) and torch.all(weights == 0)
+        return
+    expected_s, expected_w = closed_form_min_norm(a[:, active])
+    torch.testing.assert_close(s_star, expected_s)
+    torch.testing.assert_close(weights[:, active], expected_w)
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), masks)
+def test_pama_token_and_batch_with_an_active_mask_are_pama_over_the_active_objectives(seed, active):
+    g = torch.Generator().manual_seed(seed)
+    active = torch.tensor(active)
+    k = active.numel()
+    advantages = noon(torch.randn(3, 6, k, generator=g, dtype=torch.float64))
+    mask = torch.arange(6) < torch.randint(1, 7, (3, 1), generator=g)
+    preference = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+    preference = preference / preference.sum()
+    ratio = 1 + 0.4 * torch.randn(3, 6, generator=g, dtype=torch.float64)
+    token, token_w = combine_pama_token(advantages, preference, active)
+    batch, batch_w = combine_pama_batch(advantages, mask, preference, ratio, 0.2, active=active)
+    # An excluded objective never binds, however small (0 after Noon) its advantage.
+    assert torch.all(token_w[..., ~active] == 0) and torch.all(batch_w[~active] == 0)
+    if not active.any():
+        assert torch.all(token == 0) and torch.all(batch == 0)
+        assert torch.all(token_w == 0) and torch.all(batch_w == 0)
+        return
+    # The preference restricted to the active objectives and renormalised: PAMA over them alone.
+    sub_advantages, sub_preference = advantages[..., active], preference[active] / preference[active].sum()
+    torch.testing.assert_close(token, combine_pama_token(sub_advantages, sub_preference)[0])
+    expected_batch, expected_w = combine_pama_batch(sub_advantages, mask, sub_preference, ratio, 0.2)
+    torch.testing.assert_close(batch, expected_batch)
+    torch.testing.assert_close(batch_w[active], expected_w)
+
+
+def test_an_all_true_mask_changes_nothing():
+    g = torch.Generator().manual_seed(3)
+    advantages = noon(torch.randn(4, 7, 3, generator=g))
+    w = torch.tensor([0.5, 0.3, 0.2])
+    every = torch.ones(3, dtype=torch.bool)
+    for with_mask, without in zip(
+        combine_pama_token(advantages, w, every), combine_pama_token(advantages, w), strict=True
+    ):
+        torch.testing.assert_close(with_mask, without)
+
+
+def test_a_light_objective_left_out_leaves_objective_one_alone():
+    """veto_threshold's effect: at w = (0.95, 0.05) without objective 2, PAMA is Noon PPO on objective 1."""
+    g = torch.Generator().manual_seed(0)
+    advantages = noon(torch.randn(8, 16, 2, generator=g))
+    w = torch.tensor([0.95, 0.05])
+    combined, _ = combine_pama_token(advantages, w, torch.tensor([True, False]))
+    torch.testing.assert_close(combined, advantages[..., 0])
+    vetoed, _ = combine_pama_token(advantages, w)
+    assert (vetoed > 0).float().mean() < 0.35, "with the veto about half of objective 1's tokens are lost"
+
+
+# ---- combine diagnostics ---------------------------------------------------------------------------
+
+
+def naive_combine_stats(advantages, combined, weights, mask):
+    batch, num_steps, k = advantages.shape
+    binding, n_active, n_tokens, zeros = [0.0] * k, 0, 0, [0] * k
+    for b in range(batch):
+        for t in range(num_steps):
+            if not mask[b, t]:
+                continue
+            n_tokens += 1
+            for i in range(k):
+                zeros[i] += int(advantages[b, t, i] == 0)
+            if combined[b, t] > 0:
+                n_active += 1
+                for i in range(k):
+                    binding[i] += float(weights[b, t, i])
+    return (
+        torch.tensor([x / max(n_active, 1) for x in binding], dtype=advantages.dtype),
+        n_active / max(n_tokens, 1),
+        torch.tensor([z / max(n_tokens, 1) for z in zeros], dtype=advantages.dtype),
+    )
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4))
+def test_combine_stats_match_a_naive_loop(seed, k):
+    g = torch.Generator().manual_seed(seed)
+    advantages = noon(torch.randn(3, 6, k, generator=g, dtype=torch.float64))
+    mask = torch.arange(6) < torch.randint(0, 7, (3, 1), generator=g)
+    preference = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+    combined, weights = combine_pama_token(advantages, preference / preference.sum())
+    stats = combine_stats(advantages, combined, weights, mask)
+    binding, active_frac, zero_frac = naive_combine_stats(advantages, combined, weights, mask)
+    torch.testing.assert_close(stats["binding"], binding)
+    assert float(stats["active_frac"]) == pytest.approx(active_frac)
+    torch.testing.assert_close(stats["zero_frac"], zero_frac)
+    batch_weights = torch.full((k,), 1 / k, dtype=torch.float64)  # batch granularity: passed through
+    torch.testing.assert_close(
+        combine_stats(advantages, combined, batch_weights, mask)["binding"], batch_weights
+    )
+
+
+def test_binding_of_two_iid_objectives_splits_evenly_over_active_tokens():
+    g = torch.Generator().manual_seed(0)
+    advantages = noon(torch.randn(64, 512, 2, generator=g, dtype=torch.float64))
+    mask = torch.ones(64, 512, dtype=torch.bool)
+    combined, weights = combine_pama_token(advantages, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    stats = combine_stats(advantages, combined, weights, mask)
+    torch.testing.assert_close(
+        stats["binding"], torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.01, rtol=0
+    )
+    assert float(stats["active_frac"]) == pytest.approx(0.25, abs=0.01)  # both objectives positive
+    torch.testing.assert_close(
+        stats["zero_frac"], torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.01, rtol=0
+    )
+    # Averaged over every token, the ties at 0 (to the lowest index) and the zero objective's binds
+    # would read 0.625 / 0.375: what the module logged before.
+    every_token = masked_mean(weights, mask)
+    torch.testing.assert_close(
+        every_token, torch.tensor([0.625, 0.375], dtype=torch.float64), atol=0.01, rtol=0
+    )
 
 
 def test_combine_linear():

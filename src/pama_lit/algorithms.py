@@ -14,6 +14,9 @@ mgda_ub        K               no     gradients: min-norm over d L_i / d(last hi
 mgda           K               no     gradients: min-norm over d L_i / d(trainable parameters)
 =============  ==============  =====  =========================================================
 
+PAMA's two combiners take an ``active`` (K,) mask of the objectives that take part in the min
+(``excludes_objectives``); the scalarising and gradient baselines have nothing to exclude.
+
 The two MGDA baselines combine gradients, not advantages: ``gradient_space`` says where, and the
 module hands their minibatch to ``gradient_step.mgda_backward`` (method in ``gradient_methods``).
 """
@@ -37,11 +40,14 @@ class Combiner:
         noon: clamp each stream's whitened advantages at 0 before combining.
         gradient_space: None for advantage combiners; "representation" or "parameters" for the
             MGDA baselines, which combine per-objective gradients instead.
+        excludes_objectives: ``combine`` honours ``active``, so the module may leave objectives out
+            of the min (degenerate scores, ``algorithm.veto_threshold``).
     """
 
     name: str = "pama"
     noon: bool = True
     gradient_space: str | None = None
+    excludes_objectives: bool = True
 
     def num_streams(self, num_objectives: int) -> int:
         """How many value heads / advantage streams the policy carries."""
@@ -62,22 +68,30 @@ class Combiner:
         preference: torch.Tensor,
         ratio: torch.Tensor | None,
         clip_coef: float,
+        active: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,T,S) stream advantages -> (B,T) combined advantage and the weights used.
 
-        Weights are (B,T,S) for token granularity or (S,) for batch granularity.
+        Weights are (B,T,S) for token granularity or (S,) for batch granularity. ``active`` (S,) bool
+        leaves the other streams out of the combine (None: all take part).
         """
-        return combine_pama_token(advantages, preference)
+        return combine_pama_token(advantages, preference, active)
 
 
 @dataclass
 class PamaBatch(Combiner):
     name: str = "pama_batch"
 
-    def combine(self, advantages, mask, preference, ratio, clip_coef):
+    def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         # One set of weights per minibatch across all ranks: the means cover every rank's tokens.
         return combine_pama_batch(
-            advantages, mask, preference, ratio=ratio, clip_coef=clip_coef, mean_fn=distributed.masked_mean
+            advantages,
+            mask,
+            preference,
+            ratio=ratio,
+            clip_coef=clip_coef,
+            mean_fn=distributed.masked_mean,
+            active=active,
         )
 
 
@@ -87,6 +101,7 @@ class Morlhf(Combiner):
 
     name: str = "morlhf"
     noon: bool = False
+    excludes_objectives: bool = False
 
     def num_streams(self, num_objectives: int) -> int:
         return 1
@@ -97,7 +112,7 @@ class Morlhf(Combiner):
     def stream_preference(self, preference):
         return preference.new_ones(1)
 
-    def combine(self, advantages, mask, preference, ratio, clip_coef):
+    def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         return advantages[..., 0], preference.new_ones(1)
 
 
@@ -129,8 +144,9 @@ class MgdaUB(Combiner):
     name: str = "mgda_ub"
     noon: bool = False
     gradient_space: str | None = "representation"
+    excludes_objectives: bool = False
 
-    def combine(self, advantages, mask, preference, ratio, clip_coef):
+    def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         raise TypeError(
             f"algorithm={self.name} combines gradients, not advantages: see gradient_step.mgda_backward"
         )

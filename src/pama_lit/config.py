@@ -73,14 +73,30 @@ def validate_config(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.preference = points[grid.index]
     try:
-        resolve_preference(None if cfg.preference is None else list(cfg.preference), objectives)
+        preference = resolve_preference(None if cfg.preference is None else list(cfg.preference), objectives)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    _check_exclusion(cfg.algorithm, preference)
     _check_objectives(cfg)
     _check_rollout_and_kl(cfg)
     _check_trainer(cfg)
     if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
         raise ConfigError(f"rewards_on_error must be 'raise' or 'skip', got {cfg.rewards_on_error!r}")
+
+
+def _check_exclusion(algorithm: DictConfig, preference) -> None:
+    """PAMA's exclusion settings: a nonnegative score-spread floor, and a veto threshold that keeps at
+    least the heaviest objective (at or below the largest preference weight)."""
+    min_std = algorithm.get("min_score_std", 1e-6)
+    if not min_std >= 0:
+        raise ConfigError(f"algorithm.min_score_std must be >= 0 (0 = off), got {min_std}")
+    threshold = algorithm.get("veto_threshold", 0.0)
+    top = float(preference.max())
+    if not 0 <= threshold <= top:
+        raise ConfigError(
+            f"algorithm.veto_threshold must be in [0, {top:.4g}] (0 = off, at most the largest preference "
+            f"weight, or every objective would be left out of the combine), got {threshold}"
+        )
 
 
 _OBJECTIVE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

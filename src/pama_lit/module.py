@@ -28,6 +28,7 @@ from pama_lit.gradient_step import mgda_backward
 from pama_lit.kl_control import build_kl_controller
 from pama_lit.losses import policy_loss, value_loss
 from pama_lit.models.policy import PolicyWithValueHeads
+from pama_lit.pareto import combine_stats
 from pama_lit.preference import resolve_preference
 from pama_lit.rewards import Reward
 from pama_lit.rollout import Rollout, response_mask_from_eos
@@ -44,7 +45,8 @@ class PamaModule(L.LightningModule):
         model_loader: zero-argument callable returning a ``LoadedModel`` (policy LM + tokenizer).
         rewards: objective id -> reward, in objective order. Kept outside the module tree, so
             rewards never reach an optimizer or a checkpoint.
-        algorithm: ``name`` (pama, pama_batch, morlhf, noon_ppo) and optional ``noon``.
+        algorithm: ``name`` (pama, pama_batch, morlhf, noon_ppo, mgda_ub, mgda), optional ``noon``;
+            for pama and pama_batch ``min_score_std`` and ``veto_threshold`` (see ``active_objectives``).
         ppo: PPO hyperparameters (see ``conf/train.yaml`` for each one's meaning).
         rollout: generation settings (max_new_tokens, min_new_tokens, temperature, top_k, top_p).
         model: model settings (lora, chat_template, max_prompt_length, gradient_checkpointing).
@@ -82,6 +84,10 @@ class PamaModule(L.LightningModule):
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
         self.temperature = float(self.rollout_cfg.get("temperature", 1.0))
         self.combiner = build_combiner(self.algo_cfg["name"], self.algo_cfg.get("noon"))
+        self.min_score_std = float(self.algo_cfg.get("min_score_std", 1e-6))
+        self.veto_threshold = float(self.algo_cfg.get("veto_threshold", 0.0))
+        self._warned_degenerate: set[str] = set()
+        self._warned_no_objective = False
         self.num_streams = self.combiner.num_streams(len(self.objectives))
         # One epoch of one minibatch: the rollout's policy forward is also the update's (see rollout).
         self.fused_forward = (
@@ -148,12 +154,15 @@ class PamaModule(L.LightningModule):
         with timer("score"):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
+            active = self.active_objectives(scores, rollout)  # (K,) bool
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg["kl"]["estimator"])
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
             rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.advantages(rewards, rollout)  # 4
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
+            stats = self.ppo_update(rollout, advantages, returns, timer, active)  # 5
+        if self.combiner.excludes_objectives:
+            stats["pareto/excluded"] = (~active).float()
         # The controller's target is a k1 sequence KL (TRL's semantics), whatever estimator shapes the rewards.
         k1 = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1")
         seq_kl = distributed.mean((k1 * rollout.response_mask).sum(-1).mean())  # over every rank's samples
@@ -187,6 +196,48 @@ class PamaModule(L.LightningModule):
             )
         self.skipped_samples += skipped
         return rollout, scores
+
+    def active_objectives(self, scores: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+        """(K,) bool: the objectives that take part in this iteration's combine (all, for the baselines).
+
+        Left out of PAMA's min, so that they cannot veto a token:
+
+        - an objective whose raw scores have a std below ``algorithm.min_score_std`` over every rank's
+          scored samples. Its scores do not distinguish the samples, so it carries no preference
+          direction this iteration; whitened, its advantage would be KL and value noise at unit
+          variance, vetoing about half the tokens at random (and a constant score can make the
+          combined advantage 0 everywhere). Warned once per objective.
+        - an objective whose preference weight is below ``algorithm.veto_threshold`` (0: none), so a
+          preference sweep can reach the front's ends.
+
+        With none left the policy-gradient term is 0: the step fits the value heads alone.
+        """
+        k = len(self.objectives)
+        if not self.combiner.excludes_objectives:
+            return torch.ones(k, dtype=torch.bool, device=scores.device)
+        std = distributed.masked_var(scores, rollout.response_mask.any(-1)).sqrt()
+        degenerate = std < self.min_score_std
+        for i in degenerate.nonzero().flatten().tolist():
+            name = self.objectives[i]
+            if name not in self._warned_degenerate:
+                self._warned_degenerate.add(name)
+                log.warning(
+                    "objective %r: its scores have std %.3g < algorithm.min_score_std=%g over iteration %d's "
+                    "samples; they do not distinguish the samples, so the objective is left out of the "
+                    "combine (it vetoes no token) this iteration and whenever this recurs "
+                    "(train/pareto/excluded/%s)",
+                    name, float(std[i]), self.min_score_std, self.global_iteration, name,
+                )  # fmt: skip
+        active = ~degenerate & (self.preference.to(scores) >= self.veto_threshold)
+        if not active.any() and not self._warned_no_objective:
+            self._warned_no_objective = True
+            log.warning(
+                "iteration %d: every objective is left out of the combine (degenerate scores or weight "
+                "below algorithm.veto_threshold): the policy-gradient term is 0 and the step fits the "
+                "value heads alone; this warning is not repeated (train/pareto/excluded/* are all 1)",
+                self.global_iteration,
+            )
+        return active
 
     @property
     def global_iteration(self) -> int:
@@ -291,9 +342,17 @@ class PamaModule(L.LightningModule):
         return advantages, returns
 
     def ppo_update(
-        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, timer: PhaseTimer
+        self,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        timer: PhaseTimer,
+        active: torch.Tensor,
     ) -> dict:
-        """Phase 5: PPO epochs over shuffled minibatches with the combine step in each."""
+        """Phase 5: PPO epochs over shuffled minibatches with the combine step in each.
+
+        ``active`` (K,) bool: the objectives that take part in the combine (``active_objectives``).
+        """
         cfg = self.ppo_cfg
         opt = self.optimizers()
         batch_size = rollout.responses.shape[0]
@@ -302,12 +361,14 @@ class PamaModule(L.LightningModule):
         acc: dict[str, list[torch.Tensor]] = {}
         for _ in range(cfg["epochs"]):
             for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
-                stats = self.minibatch_step(opt, rollout, advantages, returns, idx, pref, timer)
+                stats = self.minibatch_step(opt, rollout, advantages, returns, idx, pref, timer, active)
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
         return {k: torch.stack(v).mean(0) for k, v in acc.items()}
 
-    def minibatch_step(self, opt, rollout, advantages, returns, idx, pref, timer) -> dict[str, torch.Tensor]:
+    def minibatch_step(
+        self, opt, rollout, advantages, returns, idx, pref, timer, active
+    ) -> dict[str, torch.Tensor]:
         cfg = self.ppo_cfg
         if self.combiner.gradient_space is not None:  # mgda_ub, mgda: combine gradients, not advantages
             opt.zero_grad(set_to_none=True)
@@ -322,24 +383,30 @@ class PamaModule(L.LightningModule):
         entropy = ops.masked_mean(entropy, mask)
         ratio = torch.exp(logprobs - rollout.logprobs[idx]).detach()
         with timer("pareto_solve"):
-            combined, weights = self.combiner.combine(advantages[idx], mask, pref, ratio, cfg["clip_coef"])
+            combined, weights = self.combiner.combine(
+                advantages[idx], mask, pref, ratio, cfg["clip_coef"], active
+            )
         pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg["clip_coef"])
         vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg["vf_clip"])
         loss = pg_loss + cfg["vf_coef"] * vf_loss
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.apply_gradients(opt, loss)
-        binding = weights if weights.dim() == 1 else ops.masked_mean(weights, mask)
-        return {
+        pareto = combine_stats(advantages[idx], combined.detach(), weights.detach(), mask)
+        stats = {
             "loss/policy": pg_loss.detach(),
             "loss/value": vf_loss.detach(),
             "loss/value_heads": vf_per_head,
             "policy/entropy": entropy,
             "policy/clipfrac": pg_stats["clipfrac"],
             "policy/approx_kl": pg_stats["approx_kl"],
-            "pareto/binding": binding.detach(),
+            "pareto/binding": pareto["binding"],
+            "pareto/active_frac": pareto["active_frac"],
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
         }
+        if self.combiner.noon:
+            stats["pareto/noon_zero_frac"] = pareto["zero_frac"]
+        return stats
 
     def update_forward(self, rollout: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Log-probs (M,T) and values (M,T,S) with grad, and per-token entropy (M,T), of the rows idx.
@@ -406,6 +473,12 @@ class PamaModule(L.LightningModule):
             elif key == "pareto/weight":
                 for i, name in enumerate(self._stream_names()):
                     m[f"train/pareto/weight/{name}"] = value[i]
+            elif key == "pareto/noon_zero_frac":
+                for i, name in enumerate(self._stream_names()):
+                    m[f"train/pareto/noon_zero_frac/{name}"] = value[i]
+            elif key == "pareto/excluded":
+                for i, name in enumerate(self.objectives):
+                    m[f"train/pareto/excluded/{name}"] = value[i]
         m["train/kl/ref"] = seq_kl
         m["train/kl/coef"] = self.kl_ctl.value
         m["train/response_length"] = rollout.lengths.float().mean()

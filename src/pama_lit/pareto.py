@@ -5,6 +5,12 @@ s* = the projection of 0 onto [min_i a_i, max_i a_i]. After Noon every objective
 gradient is the same vector scaled by A_i,t, so this scalar problem *is* the MGDA min-norm problem
 at that token. ``min_norm_weights`` solves the general (vector) problem from a Gram matrix, for the
 MGDA-UB baseline and for checking the identity.
+
+Every PAMA combine takes an optional ``active`` (K,) bool mask: an objective outside it is left out
+of the min altogether (it cannot veto a token) and the preference is renormalised over the rest, so
+the combine is exactly PAMA over the active objectives. The module leaves out objectives whose scores
+do not distinguish the batch's samples (``algorithm.min_score_std``) and, on request, objectives whose
+preference weight is below ``algorithm.veto_threshold``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import torch
 from pama_lit.ops import masked_mean
 
 
-def closed_form_min_norm(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def closed_form_min_norm(
+    a: torch.Tensor, active: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Theorem 1: the min-norm point of the convex hull of the scalars a_1..a_K, and its weights.
 
     s* = min_i a_i if all a_i > 0; max_i a_i if all a_i < 0; 0 otherwise. The weights are one-hot on
@@ -26,13 +34,24 @@ def closed_form_min_norm(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Args:
         a: (..., K) floating values, any device and dtype.
+        active: optional (K,) bool: the hull is that of the active entries only; the others get weight 0
+            whatever their value. None: all are active.
 
     Returns:
         s_star (...) and weights (..., K): nonnegative, summing to 1, with (weights * a).sum(-1) equal
-        to s_star up to rounding.
+        to s_star up to rounding. With no active entry: s_star 0 and all weights 0.
     """
-    a_min, i_min = a.min(dim=-1)
-    a_max, i_max = a.max(dim=-1)
+    if active is None:
+        a_min, i_min = a.min(dim=-1)
+        a_max, i_max = a.max(dim=-1)
+    else:
+        # +-inf never wins the min / max, so the arg-min and arg-max are active entries whenever one is.
+        active = active.to(device=a.device, dtype=torch.bool)
+        a_min, i_min = torch.where(active, a, torch.inf).min(dim=-1)
+        a_max, i_max = torch.where(active, a, -torch.inf).max(dim=-1)
+        none_active = ~active.any()
+        a_min = a_min.masked_fill(none_active, 0)
+        a_max = a_max.masked_fill(none_active, 0)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     s_star = torch.where(a_min > 0, a_min, torch.where(a_max < 0, a_max, zero))
 
@@ -46,6 +65,8 @@ def closed_form_min_norm(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weights = torch.zeros_like(a)
     weights.scatter_add_(-1, i_min.unsqueeze(-1), c_min.unsqueeze(-1))
     weights.scatter_add_(-1, i_max.unsqueeze(-1), c_max.unsqueeze(-1))
+    if active is not None:
+        weights = weights * active.any().to(a.dtype)
     return s_star, weights
 
 
@@ -59,22 +80,33 @@ def _as_weights(preference: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return preference
 
 
-def scale_by_preference(advantages: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+def scale_by_preference(
+    advantages: torch.Tensor, preference: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
     """Divide each objective by K * w_i before the min, so that heavier objectives bind more often.
 
     Args:
         advantages: (..., K), e.g. (B,T,K).
         preference: (K,) positive weights summing to 1; uniform weights leave ``advantages`` unchanged.
+        active: optional (K,) bool. The preference is restricted to the active objectives and
+            renormalised (w'_i = w_i / sum_active w), K becomes their number K', and the left-out
+            objectives are scaled to 0: the scaling of PAMA over the active objectives alone.
 
     Returns:
-        (..., K) scaled advantages A_i / (K * w_i).
+        (..., K) scaled advantages A_i / (K * w_i) (A_i / (K' * w'_i) and 0 with ``active``).
     """
     w = _as_weights(preference, advantages)
-    return advantages / (w.numel() * w)
+    if active is None:
+        return advantages / (w.numel() * w)
+    active = active.to(device=w.device, dtype=torch.bool)
+    w = torch.where(active, w, 0)
+    # K' w'_i = K' w_i / sum_active w; the clamps only matter when nothing is active (all scaled to 0).
+    scale = active.sum().clamp(min=1) * w / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+    return torch.where(active, advantages / torch.where(active, scale, 1), 0)
 
 
 def combine_pama_token(
-    advantages: torch.Tensor, preference: torch.Tensor
+    advantages: torch.Tensor, preference: torch.Tensor, active: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PAMA at token granularity: the closed form of the preference-scaled advantages at each token.
 
@@ -84,12 +116,14 @@ def combine_pama_token(
     Args:
         advantages: (B,T,K) per-objective advantages (usually after Noon).
         preference: (K,) positive weights summing to 1.
+        active: optional (K,) bool: only these objectives take part (see ``scale_by_preference``); an
+            excluded one never binds, and with none active the combined advantage is 0.
 
     Returns:
         combined (B,T) and weights (B,T,K); the weights apply to the *scaled* advantages, i.e.
-        combined = (weights * scale_by_preference(advantages, preference)).sum(-1).
+        combined = (weights * scale_by_preference(advantages, preference, active)).sum(-1).
     """
-    return closed_form_min_norm(scale_by_preference(advantages, preference))
+    return closed_form_min_norm(scale_by_preference(advantages, preference, active), active)
 
 
 def combine_pama_batch(
@@ -99,6 +133,7 @@ def combine_pama_batch(
     ratio: torch.Tensor | None = None,
     clip_coef: float = 0.2,
     mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = masked_mean,
+    active: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PAMA at batch granularity: one set of weights for the whole (mini)batch.
 
@@ -114,20 +149,51 @@ def combine_pama_batch(
         clip_coef: the PPO clip range epsilon.
         mean_fn: the masked mean (x, mask) -> (K,); data-parallel runs pass one over every rank's
             minibatch, so that all ranks use the same weights.
+        active: optional (K,) bool: only these objectives take part (see ``combine_pama_token``).
 
     Returns:
         combined (B,T), 0 outside the mask, and weights (K,) applied to the scaled advantages.
     """
-    scaled = scale_by_preference(advantages, preference)
+    scaled = scale_by_preference(advantages, preference, active)
     inside = mask.bool()
     if ratio is not None:
         inside = inside & (ratio.detach() <= 1 + clip_coef)
     # Dividing by all real tokens, not only the unclipped ones, scales every a_i alike: the weights are
     # invariant to that.
     a = mean_fn(scaled * inside.unsqueeze(-1).to(scaled.dtype), mask)
-    _, weights = closed_form_min_norm(a)
+    _, weights = closed_form_min_norm(a, active)
     combined = (scaled * weights).sum(-1) * mask.to(scaled.dtype)
     return combined, weights
+
+
+def combine_stats(
+    advantages: torch.Tensor, combined: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Diagnostics of one combine step: which objective binds where the update acts, and how often.
+
+    A token with combined advantage 0 gets no policy gradient, whichever objective the closed form
+    names there (after Noon that is the objective at 0, or the lowest index when several are), so
+    the binding fractions count only the *active* tokens, those with a positive combined advantage.
+
+    Args:
+        advantages: (B,T,K) the advantages the combine saw (after Noon where the algorithm uses it).
+        combined: (B,T) the combined advantage.
+        weights: (B,T,K) per-token weights (token granularity) or (K,) (batch granularity).
+        mask: (B,T) bool, True on real response tokens.
+
+    Returns:
+        "binding" (K,): token weights averaged over active tokens (0 when none is active); batch
+        weights unchanged. "active_frac" (): fraction of response tokens with combined > 0.
+        "zero_frac" (K,): fraction of response tokens where objective i's advantage is exactly 0.
+    """
+    mask = mask.bool()
+    positive = combined > 0
+    binding = weights if weights.dim() == 1 else masked_mean(weights, mask & positive)
+    return {
+        "binding": binding,
+        "active_frac": masked_mean(positive.to(combined.dtype), mask),
+        "zero_frac": masked_mean((advantages == 0).to(advantages.dtype), mask),
+    }
 
 
 def combine_linear(advantages: torch.Tensor, preference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
