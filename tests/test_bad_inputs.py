@@ -93,6 +93,12 @@ CONFIG_CASES = [
         "rollout.min_new_tokens must be in [0, 8], got 9",
     ),
     ("zero_iterations", ["iterations=0"], ConfigError, "iterations must be >= 1, got 0"),
+    (
+        "zero_eval_batch_size",
+        ["eval.batch_size=0"],
+        ConfigError,
+        "eval.batch_size must be >= 1 (prompts per validation batch), got 0",
+    ),
     ("zero_temperature", ["rollout.temperature=0"], ConfigError, "rollout.temperature must be > 0, got 0"),
     (
         "duplicate_objective_other_name",

@@ -171,7 +171,9 @@ def test_mgda_ub_on_two_ranks_matches_one_process(tmp_path):
 
 def compare_ddp_to_one_process(tmp_path, extra: list[str]) -> dict[int, dict[str, float]]:
     """Run 2 DDP ranks of batch 4 and one process of batch 8; compare metrics, weights, evaluation."""
-    env = train_env(PYTHONPATH=str(Path(__file__).parent))  # reward functions in tests/
+    env = train_env(
+        PYTHONPATH=str(Path(__file__).parent) + ":" + str(Path(__file__).parents[1] / "src")
+    )  # reward functions in tests/
     ddp = run_train(
         [
             *DDP_COMPARABLE,

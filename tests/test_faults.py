@@ -223,7 +223,7 @@ def test_a_reward_failing_on_one_rank_stops_every_rank(tmp_path, phase):
     ]
     if phase == "training":
         overrides += ["data.val_size=0", "eval.every_n_iterations=100"]
-    env = train_env(PYTHONPATH=str(Path(__file__).parent))
+    env = train_env(PYTHONPATH=str(Path(__file__).parent) + ":" + str(Path(__file__).parents[1] / "src"))
     proc = run_train(overrides, tmp_path / "run", timeout=240, env=env)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr

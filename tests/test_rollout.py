@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import compose_config
 
@@ -79,3 +80,31 @@ def test_validation_sampling_is_reproducible(tmp_path):
             torch.manual_seed(7)
             outs.append(module.rollout(prompts).responses)
     assert torch.equal(outs[0], outs[1])
+
+
+def test_validation_records_the_reference_logprob_of_each_response(tmp_path):
+    """The fluency log-prob is log pi_ref (adapters off) summed over exactly the response tokens."""
+    from pama_lit.evaluation import summarise
+
+    module = build_tiny_module(tmp_path)
+    prompts = ["Hi", "Reply to this tweet in one short sentence: the weather is lovely today", "ok then"]
+    module.on_validation_epoch_start()
+    module.validation_step({"prompt": prompts}, 0)
+    records = module._val_records
+    with torch.random.fork_rng():
+        torch.manual_seed(module.eval_seed)  # validation_step's seed for batch 0: the same responses
+        ro = module.rollout(prompts)
+    queries, qmask = module.tokenize_prompts(prompts)
+    lm = module.policy.lm
+    total, tokens = 0.0, 0
+    for b in range(len(prompts)):
+        q = queries[b][qmask[b]]
+        r = ro.responses[b][ro.response_mask[b]]
+        with torch.no_grad(), lm.disable_adapter():
+            logits = lm(input_ids=torch.cat([q, r]).unsqueeze(0)).logits[0, len(q) - 1 : -1]
+        want = torch.log_softmax(logits.float(), -1).gather(-1, r[:, None]).sum().item()
+        assert records[b]["response"] == ro.texts[b] and records[b]["length"] == len(r)
+        assert records[b]["ref_logprob"] == pytest.approx(want, abs=1e-3)
+        total, tokens = total + want, tokens + len(r)
+    summary = summarise(records, module.objectives)
+    assert summary["fluency"]["ref_logprob"] == pytest.approx(total / tokens, abs=1e-4)

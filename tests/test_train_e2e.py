@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +56,19 @@ def test_train_changes_adapters_not_reference(tiny_cfg, monkeypatch):
     assert record["objectives"] == ["sentiment", "length"]
     assert set(record["rewards"]) == {"sentiment", "length"}
     assert result["end"]["rewards"]["length"]["n"] == tiny_cfg.data.val_size
+    evaluations = [json.loads(line) for line in (Path(out) / "evaluations.jsonl").read_text().splitlines()]
+    reference = json.loads((Path(out) / "reference" / "eval.json").read_text())
+    for summary in (record, reference, *evaluations):
+        assert set(summary["fluency"]) == {"ref_logprob", "distinct2", "repeat_frac"}
+        assert summary["fluency"]["ref_logprob"] < 0
+        assert 0 <= summary["fluency"]["repeat_frac"] <= 1
+        low, high = summary["kl_ref_ci95"]
+        assert low <= summary["kl_ref"] <= high
+    assert (
+        record["fluency"] == result["end"]["fluency"] and reference["fluency"] == result["start"]["fluency"]
+    )
+    header = (Path(out) / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/fluency/ref_logprob", "val/fluency/distinct2", "val/fluency/repeat_frac"} <= set(header)
     assert (__import__("pathlib").Path(out) / "final" / "adapter" / "adapter_config.json").is_file()
 
 
@@ -98,7 +112,9 @@ def test_train_py_debug_fdr_subprocess(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "objective" in proc.stdout and "sentiment" in proc.stdout and "length" in proc.stdout
+    rows = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    for row in ("reward/sentiment", "reward/length", "kl_ref", "response_tokens", "fluency/ref_logprob"):
+        assert rows.count(row) == 1, proc.stdout[-3000:]
     assert (tmp_path / "eval.json").is_file()
 
 
@@ -123,6 +139,10 @@ def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
             result["start"]["rewards"][name]["mean"], abs=1e-6
         )
     assert [s["response"] for s in trained["samples"]] == [s["response"] for s in result["end"]["samples"]]
+    for name, value in result["end"]["fluency"].items():
+        assert trained["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
+    for name, value in result["start"]["fluency"].items():
+        assert reference["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
 
 
 @pytest.mark.parametrize(

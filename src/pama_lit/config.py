@@ -43,6 +43,9 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if cfg.iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
+    eval_batch = (cfg.get("eval") or {}).get("batch_size", 1)
+    if eval_batch < 1:
+        raise ConfigError(f"eval.batch_size must be >= 1 (prompts per validation batch), got {eval_batch}")
     r = cfg.rollout
     if r.max_new_tokens < 1:
         raise ConfigError(f"rollout.max_new_tokens must be >= 1, got {r.max_new_tokens}")

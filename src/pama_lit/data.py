@@ -1,7 +1,8 @@
 """Prompt data: embedded sources (tweet prefixes, chat turns), hub data sets, and the DataModule.
 
 A source is a function returning a list of prompt strings. The DataModule splits them into train
-and validation with a fixed seed and serves batches of ``{"prompt": list[str]}``; tokenisation and
+and validation with a fixed ``split_seed`` (independent of the run's ``seed``, so every seed is
+evaluated on the same prompts) and serves batches of ``{"prompt": list[str]}``; tokenisation and
 the chat template belong to the policy, so the data stays model-agnostic.
 """
 
@@ -142,10 +143,14 @@ class PromptDataModule(L.LightningDataModule):
         template: a format string with ``{prompt}``, applied before the chat template.
         batch_size: prompts per PPO iteration (the rollout batch, per process).
         val_size: held-out prompts for evaluation.
+        val_batch_size: prompts per validation batch (``eval.batch_size``); default ``batch_size``.
         num_train_batches: batches the train loader yields (the number of PPO iterations); drawn
             by reshuffling the train prompts as often as needed.
-        seed: fixes the split and the shuffling.
-        max_prompts: cap on the prompts taken from the source (after a seeded shuffle).
+        seed: the order in which training visits the train prompts.
+        max_prompts: cap on the prompts taken from the source (after the split's shuffle).
+        split_seed: alone decides the train/validation split (and the ``max_prompts`` subset):
+            runs that differ only in ``seed`` train on the same prompts and are evaluated on the
+            same held-out prompts, so their scores are comparable.
     """
 
     def __init__(
@@ -158,12 +163,15 @@ class PromptDataModule(L.LightningDataModule):
         num_train_batches: int = 100,
         seed: int = 0,
         max_prompts: int | None = None,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise ValueError(f"eval.batch_size (data.val_batch_size) must be >= 1, got {val_batch_size}")
         self.source = source
         self.template = template
         self.batch_size = batch_size
@@ -172,6 +180,7 @@ class PromptDataModule(L.LightningDataModule):
         self.num_train_batches = num_train_batches
         self.seed = seed
         self.max_prompts = max_prompts
+        self.split_seed = split_seed
         self.train_prompts: list[str] = []
         self.val_prompts: list[str] = []
 
@@ -179,7 +188,7 @@ class PromptDataModule(L.LightningDataModule):
         if self.train_prompts:
             return
         prompts = [p for p in self.source() if p and p.strip()]
-        random.Random(self.seed).shuffle(prompts)
+        random.Random(self.split_seed).shuffle(prompts)
         if self.max_prompts is not None:
             prompts = prompts[: self.max_prompts]
         if len(prompts) <= self.val_size:

@@ -40,6 +40,9 @@ def load_run_config(run_dir: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.log_dir = str(run_dir)
+        if cfg.data.get("_target_") == "pama_lit.data.PromptDataModule" and "split_seed" not in cfg.data:
+            # Runs from before data.split_seed split their prompts with data.seed: keep their held-out prompts.
+            cfg.data.split_seed = cfg.data.get("seed", 0)
     return cfg
 
 
@@ -80,7 +83,9 @@ def evaluate(
     Args:
         run_dir: the output folder of a finished ``train.py`` run.
         policy: ``trained`` (the exported policy) or ``reference`` (adapters off: the baseline point).
-        num_prompts: how many validation prompts (default: the run's ``data.val_size``).
+        num_prompts: how many validation prompts (default: the run's ``data.val_size``). They are
+            the first prompts of the split's shuffle: fewer are a subset of the run's held-out
+            prompts, more add prompts the run trained on (a warning says so).
         seed: sampling seed (default: the run's ``eval.seed``).
         output: result file (default ``<run_dir>/eval.json`` or ``<run_dir>/reference/eval.json``).
     """
@@ -90,6 +95,11 @@ def evaluate(
     cfg = load_run_config(run_dir)
     with open_dict(cfg):
         if num_prompts is not None:
+            if int(num_prompts) > cfg.data.val_size:
+                log.warning(
+                    "num_prompts=%d exceeds the run's data.val_size=%d: the extra %d prompts were training prompts",
+                    num_prompts, cfg.data.val_size, int(num_prompts) - cfg.data.val_size,
+                )  # fmt: skip
             cfg.data.val_size = int(num_prompts)
         if seed is not None:
             cfg.eval.seed = int(seed)

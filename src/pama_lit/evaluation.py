@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pama_lit import fluency
+
 EVAL_FORMAT = "pama_lit.eval/1"
 
 
@@ -26,19 +28,36 @@ def mean_ci(values: list[float], z: float = 1.96) -> dict[str, Any]:
 
 
 def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples: int = 8) -> dict[str, Any]:
-    """Per-objective mean with 95% CI, KL to the reference, response length, and a few samples.
+    """Per-objective mean with 95% CI, KL to the reference, response length, fluency and a few samples.
 
     Args:
         records: one dict per evaluated sample with ``prompt``, ``response``, ``scores``
-            (objective -> float), ``kl_ref`` (sequence KL to pi_ref) and ``length`` (tokens).
+            (objective -> float), ``kl_ref`` (sequence KL to pi_ref), ``ref_logprob`` (summed
+            log pi_ref of the response tokens) and ``length`` (tokens).
         objectives: objective ids in order.
         num_samples: how many samples the summary keeps.
+
+    Returns:
+        The summary: ``num_prompts``, ``rewards`` (objective -> ``mean_ci``), ``kl_ref`` with its
+        ``kl_ref_ci95``, ``response_length``, ``fluency`` (``ref_logprob``: mean log pi_ref per
+        response token over all tokens; ``distinct2``; ``repeat_frac``, see ``pama_lit.fluency``)
+        and ``samples``.
     """
+    kl = mean_ci([r["kl_ref"] for r in records])
+    responses = [r["response"] for r in records]
     return {
         "num_prompts": len(records),
         "rewards": {o: mean_ci([r["scores"][o] for r in records]) for o in objectives},
-        "kl_ref": mean_ci([r["kl_ref"] for r in records])["mean"],
+        "kl_ref": kl["mean"],
+        "kl_ref_ci95": kl["ci95"],
         "response_length": mean_ci([float(r["length"]) for r in records])["mean"],
+        "fluency": {
+            "ref_logprob": fluency.mean_token_logprob(
+                [r["ref_logprob"] for r in records], [r["length"] for r in records]
+            ),
+            "distinct2": fluency.distinct_n(responses, 2),
+            "repeat_frac": fluency.repeat_fraction(responses),
+        },
         "samples": [
             {"prompt": r["prompt"], "response": r["response"], "scores": r["scores"]}
             for r in records[:num_samples]

@@ -520,6 +520,7 @@ class PamaModule(L.LightningModule):
             self._val_error = self._val_error or str(err)
             return
         kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.response_mask).sum(-1)
+        ref_logprob = (rollout.ref_logprobs * rollout.response_mask).sum(-1)  # (B,) fluency under pi_ref
         for b in range(len(rollout.texts)):
             if not torch.isfinite(scores[b]).all():  # rewards_on_error=skip: left out of the summary
                 continue
@@ -529,6 +530,7 @@ class PamaModule(L.LightningModule):
                     "response": rollout.texts[b],
                     "scores": {name: float(scores[b, i]) for i, name in enumerate(self.objectives)},
                     "kl_ref": float(kl[b]),
+                    "ref_logprob": float(ref_logprob[b]),
                     "length": int(rollout.lengths[b]),
                 }
             )
@@ -545,6 +547,7 @@ class PamaModule(L.LightningModule):
         metrics = {f"val/reward/{name}": summary["rewards"][name]["mean"] for name in self.objectives}
         metrics["val/kl/ref"] = summary["kl_ref"]
         metrics["val/response_length"] = summary["response_length"]
+        metrics.update({f"val/fluency/{name}": value for name, value in summary["fluency"].items()})
         self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
 
     def _gather_records(self, records: list[dict]) -> list[dict]:

@@ -162,14 +162,32 @@ def export(module: PamaModule, folder: Path) -> None:
 
 
 def print_summary(objectives: list[str], start: dict | None, end: dict | None, output_dir: Path) -> None:
-    """Print each objective's mean evaluation reward at the start and at the end of training."""
+    """Print the evaluations before and after training side by side, one uniquely named row per metric.
+
+    Rows: ``reward/{objective}`` and ``kl_ref`` with their 95% confidence intervals, ``response_tokens``
+    (mean response length) and ``fluency/{ref_logprob,distinct2,repeat_frac}`` (see ``pama_lit.fluency``).
+    """
     if start is None or end is None:
         return
-    lines = ["", f"{'objective':<14}{'start':>10}{'end':>10}{'change':>10}"]
+    rows: list[tuple[str, float, list | None, float, list | None]] = []
     for name in objectives:
-        a, b = start["rewards"][name]["mean"], end["rewards"][name]["mean"]
-        lines.append(f"{name:<14}{a:>10.4f}{b:>10.4f}{b - a:>+10.4f}")
-    lines.append(f"{'kl_ref':<14}{start['kl_ref']:>10.4f}{end['kl_ref']:>10.4f}")
-    lines.append(f"{'length':<14}{start['response_length']:>10.2f}{end['response_length']:>10.2f}")
+        a, b = start["rewards"][name], end["rewards"][name]
+        rows.append((f"reward/{name}", a["mean"], a["ci95"], b["mean"], b["ci95"]))
+    rows.append(("kl_ref", start["kl_ref"], start["kl_ref_ci95"], end["kl_ref"], end["kl_ref_ci95"]))
+    rows.append(("response_tokens", start["response_length"], None, end["response_length"], None))
+    for key in ("ref_logprob", "distinct2", "repeat_frac"):
+        rows.append((f"fluency/{key}", start["fluency"][key], None, end["fluency"][key], None))
+    width = max(len(row[0]) for row in rows) + 2
+
+    def cell(mean: float, ci: list | None) -> str:
+        return f"{mean:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci is not None else "")
+
+    lines = [
+        "",
+        f"Evaluation on {end['num_prompts']} held-out prompts; brackets: 95% confidence interval of the mean",
+        f"{'metric':<{width}}{'start':>32}{'end':>32}{'change':>10}",
+    ]
+    for label, a, a_ci, b, b_ci in rows:
+        lines.append(f"{label:<{width}}{cell(a, a_ci):>32}{cell(b, b_ci):>32}{b - a:>+10.4f}")
     lines.append(f"Results in {output_dir} (eval.json, reference/eval.json, evaluations.jsonl, final/)")
     print("\n".join(lines), flush=True)

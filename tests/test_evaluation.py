@@ -1,0 +1,95 @@
+"""The evaluation summary (eval.json fields) and the end-of-run table printed by train.print_summary."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pama_lit.evaluation import mean_ci, summarise
+from pama_lit.train import print_summary
+
+
+def records(scale: float) -> list[dict]:
+    texts = ["so good!!!!", "fine thanks", "fine thanks", "ok ok ok ok"]
+    return [
+        {
+            "prompt": f"p{i}",
+            "response": text,
+            "scores": {"sentiment": scale * i, "length": 0.5 + i},
+            "kl_ref": float(i),
+            "ref_logprob": -2.0 * (i + 1),
+            "length": i + 1,
+        }
+        for i, text in enumerate(texts)
+    ]
+
+
+def test_summary_holds_fluency_and_kl_spread():
+    summary = summarise(records(0.1), ["sentiment", "length"], num_samples=2)
+    assert summary["num_prompts"] == 4
+    assert summary["kl_ref"] == pytest.approx(1.5)
+    assert summary["kl_ref_ci95"] == pytest.approx(mean_ci([0.0, 1.0, 2.0, 3.0])["ci95"])
+    # Every response's per-token log-prob is -2: the pooled per-token mean is -2 whatever the lengths.
+    assert summary["fluency"]["ref_logprob"] == pytest.approx(-2.0)
+    # Bigrams: (so,good!!!!), (fine,thanks) x2, (ok,ok) x3: 3 distinct of 6.
+    assert summary["fluency"]["distinct2"] == pytest.approx(0.5)
+    assert summary["fluency"]["repeat_frac"] == pytest.approx(0.5)
+    assert [s["prompt"] for s in summary["samples"]] == ["p0", "p1"]
+
+
+def test_print_summary_names_every_row_once_with_confidence_intervals(capsys, tmp_path):
+    start, end = (
+        summarise(records(0.1), ["sentiment", "length"]),
+        summarise(records(0.3), ["sentiment", "length"]),
+    )
+    print_summary(["sentiment", "length"], start, end, tmp_path)
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        label = line.split()[0] if line.strip() else ""
+        assert label not in rows or label == "", f"row {label!r} printed twice"
+        rows[label] = line
+    for label in (
+        "reward/sentiment",
+        "reward/length",
+        "kl_ref",
+        "response_tokens",
+        "fluency/ref_logprob",
+        "fluency/distinct2",
+        "fluency/repeat_frac",
+    ):
+        assert label in rows, out
+    lo, hi = end["rewards"]["sentiment"]["ci95"]
+    assert f"[{lo:.4f}, {hi:.4f}]" in rows["reward/sentiment"]
+    lo, hi = start["kl_ref_ci95"]
+    assert f"[{lo:.4f}, {hi:.4f}]" in rows["kl_ref"]
+    change = end["rewards"]["sentiment"]["mean"] - start["rewards"]["sentiment"]["mean"]
+    assert rows["reward/sentiment"].split()[-1] == f"{change:+.4f}"
+    assert rows["response_tokens"].split()[1:] == ["2.5000", "2.5000", "+0.0000"]
+
+
+def test_summary_of_no_records_is_nan_not_an_error():
+    summary = summarise([], ["sentiment"])
+    assert summary["num_prompts"] == 0
+    assert all(math.isnan(v) for v in summary["fluency"].values())
+
+
+@pytest.mark.parametrize("saved_split_seed", [None, 5])
+def test_evaluate_keeps_the_split_of_the_run(tmp_path, saved_split_seed):
+    """A run saved before data.split_seed existed split with data.seed: evaluate.py keeps that split."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf, open_dict
+
+    from pama_lit.evaluate import load_run_config
+
+    cfg = compose_config(["seed=3"], tmp_path)
+    with open_dict(cfg):
+        if saved_split_seed is None:
+            del cfg.data.split_seed
+        else:
+            cfg.data.split_seed = saved_split_seed
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    loaded = load_run_config(tmp_path)
+    assert loaded.data.split_seed == (3 if saved_split_seed is None else saved_split_seed)
