@@ -160,3 +160,17 @@ def test_embedded_experiments_train_the_tiny_model(tmp_path, experiment):
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     for name in objectives:
         assert f"train/reward/{name}" in header
+
+
+@pytest.mark.parametrize(("iterations", "every", "expected"), [(4, 2, [0, 2, 4]), (3, 2, [0, 2, 3])])
+def test_evaluations_are_labelled_with_the_iteration_just_completed(tmp_path, iterations, every, expected):
+    """Periodic evaluations name the iterations done (not one fewer), and the last is never run twice."""
+    cfg = compose_config(
+        ["debug=tiny", f"iterations={iterations}", "rollout.max_new_tokens=4", "data.val_size=2",
+         f"eval.every_n_iterations={every}", "logger=none"],
+        output_dir=tmp_path / "run",
+    )  # fmt: skip
+    train(cfg)
+    lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == expected
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["iteration"] == iterations

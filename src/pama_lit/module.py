@@ -110,6 +110,10 @@ class PamaModule(L.LightningModule):
         self.skipped_steps = 0
         self.rewards_on_error = rewards_on_error
         self.skipped_samples = 0
+        # PPO iterations completed, counted here (checkpointed) rather than read from Lightning's loop
+        # state, which validation inside fit() sees before it counts the iteration just finished.
+        self.completed_iterations = 0
+        self.last_eval_iteration: int | None = None
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -169,6 +173,7 @@ class PamaModule(L.LightningModule):
         self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
         self.last_scores = scores
         self.log_iteration(rollout, scores, stats, seq_kl, timer)
+        self.completed_iterations += 1
 
     def score(self, rollout: Rollout) -> tuple[Rollout, torch.Tensor]:
         """Phase 2: (B,K) scores; with ``rewards_on_error=skip`` unscored samples leave the update.
@@ -241,7 +246,8 @@ class PamaModule(L.LightningModule):
 
     @property
     def global_iteration(self) -> int:
-        return int(self.trainer.fit_loop.epoch_loop._batches_that_stepped) if self._trainer else 0
+        """Iterations completed so far: the 0-based index of the one running in ``training_step``."""
+        return self.completed_iterations
 
     @torch.no_grad()
     def rollout(self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False) -> Rollout:
@@ -544,6 +550,7 @@ class PamaModule(L.LightningModule):
         records = self._gather_records(self._val_records)
         summary = summarise(records, self.objectives)
         self.last_eval = summary
+        self.last_eval_iteration = self.global_iteration
         metrics = {f"val/reward/{name}": summary["rewards"][name]["mean"] for name in self.objectives}
         metrics["val/kl/ref"] = summary["kl_ref"]
         metrics["val/response_length"] = summary["response_length"]
@@ -569,6 +576,7 @@ class PamaModule(L.LightningModule):
             "kl_controller": self.kl_ctl.state_dict(),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
+            "completed_iterations": self.completed_iterations,
             # One entry per rank, in types that torch.load(weights_only=True) accepts.
             "rng": distributed.gather_objects(capture_rng()),
         }
@@ -585,6 +593,10 @@ class PamaModule(L.LightningModule):
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.skipped_samples = int(state.get("skipped_samples", 0))
+        steps_per_iteration = self.ppo_cfg["epochs"] * self.ppo_cfg["num_minibatches"]
+        self.completed_iterations = int(
+            state.get("completed_iterations", checkpoint.get("global_step", 0) // steps_per_iteration)
+        )
         states = state["rng"]
         if len(states) == distributed.world_size():
             restore_rng(states[distributed.rank()])

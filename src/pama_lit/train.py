@@ -57,7 +57,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except SIGTERMException:
         # SigtermCheckpoint has written last.ckpt; a non-zero status tells the scheduler the run is unfinished.
         raise SystemExit(143) from None
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    if module.last_eval_iteration != module.global_iteration:  # no periodic evaluation at the last iteration
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
