@@ -19,8 +19,8 @@ Runs go to ``<out>/<task>/<algorithm>/<preference tag>/seed<k>`` (``--out``, def
 interrupted benchmark continues where it stopped; an unfinished run with ``checkpoints/last.ckpt``
 written under the same overrides resumes from it (``ckpt_path=last``); ``--force`` retrains.
 
-Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (about 15 minutes on a quiet
-2-core CPU), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
+Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
+2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
 Writes ``benchmarks/results/quality.json`` and ``quality_front.png`` (``quality_quick.*`` with
 ``--quick``) and prints the tables as Markdown.
 """
@@ -73,7 +73,8 @@ FRONT_SEED = 0
 PAPER_ORDER = ["pama", "morlhf", "mgda_ub"]
 FLUENCY = ["ref_logprob", "distinct2", "repeat_frac"]
 
-# --quick: one task, PAMA against MORLHF, one seed, a 3-point front, a small budget.
+# --quick: one task, PAMA against MORLHF, one seed, a 3-point front, a small budget, two runs at a time
+# with one thread each (a second thread speeds one run up only about 1.6x: benchmark (c)).
 QUICK = {
     "tasks": ["sentiment_length"],
     "algorithms": ["pama", "morlhf"],
@@ -83,6 +84,7 @@ QUICK = {
     "batch_size": 8,
     "max_new_tokens": 24,
     "eval_every": 8,
+    "jobs": 2,
 }
 
 RUN_RECORD = "bench_run.json"  # the overrides, wall time and exit status of a run's invocations
@@ -256,7 +258,7 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
         )
     todo = [run for run in runs if states[run] != "done"]
     print(f"{len(runs)} runs: {len(runs) - len(todo)} done already, {len(todo)} to train "
-          f"({args.jobs} at a time, {env['OMP_NUM_THREADS']} threads each)")  # fmt: skip
+          f"({args.jobs} at a time, OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each)")  # fmt: skip
     if args.dry_run:
         prefix = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} MKL_NUM_THREADS={env['MKL_NUM_THREADS']}"
         for run in runs:
@@ -341,12 +343,19 @@ def aggregate(evals: list[dict], objectives: Sequence[str]) -> dict:
         else:
             low, high = (float(x) for x in evals[0]["rewards"][objective]["ci95"])
         row["objectives"][objective] = {"mean": mean, "low": low, "high": high, "seeds": means}
-    row["kl_ref"] = mean_or_none([number(e.get("kl_ref")) for e in evals])
-    row["response_length"] = mean_or_none([number(e.get("response_length")) for e in evals])
-    row["fluency"] = {
-        name: mean_or_none([number((e.get("fluency") or {}).get(name)) for e in evals]) for name in FLUENCY
+    return row | side_measures(evals)
+
+
+def side_measures(records: list[dict]) -> dict:
+    """KL to the reference, response length and fluency, each the mean over ``records`` (None if absent)."""
+    return {
+        "kl_ref": mean_or_none([number(r.get("kl_ref")) for r in records]),
+        "response_length": mean_or_none([number(r.get("response_length")) for r in records]),
+        "fluency": {
+            name: mean_or_none([number((r.get("fluency") or {}).get(name)) for r in records])
+            for name in FLUENCY
+        },
     }
-    return row
 
 
 def reference_row(references: list[dict], objectives: Sequence[str]) -> tuple[dict, list[str]]:
@@ -387,13 +396,7 @@ def reference_row(references: list[dict], objectives: Sequence[str]) -> tuple[di
             "the reference row is their mean with the envelope of their per-prompt intervals"
         )
         row["interval"] = "envelope"
-    row["kl_ref"] = mean_or_none([number(r.get("kl_ref")) for r in references])
-    row["response_length"] = mean_or_none([number(r.get("response_length")) for r in references])
-    row["fluency"] = {
-        name: mean_or_none([number((r.get("fluency") or {}).get(name)) for r in references])
-        for name in FLUENCY
-    }
-    return row, warnings_
+    return row | side_measures(references), warnings_
 
 
 # -------------------------------------------------------------------------------------- verdicts
@@ -777,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how = parser.add_argument_group("how")
     how.add_argument(
-        "--jobs", type=int, default=1, help="runs at once, each with cores // jobs threads (default 1)"
+        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
     )
     how.add_argument(
         "--out",
@@ -812,6 +815,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "max_new_tokens": MAX_NEW_TOKENS,
         "precision": PRECISION,
         "eval_every": EVAL_EVERY,
+        "jobs": 1,
     }
     for key, default in defaults.items():
         if getattr(args, key) is None:

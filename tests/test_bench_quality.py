@@ -271,6 +271,22 @@ def test_plan_reuses_the_uniform_run_as_the_middle_of_the_front():
     assert quality.Run("sentiment_length", "pama", None, 0) in front_runs
 
 
+def test_quick_presets_give_way_to_flags():
+    quick = quality.parse_args(["--quick"])
+    assert (quick.tasks, quick.algorithms, quick.seeds, quick.jobs) == (
+        ["sentiment_length"],
+        ["pama", "morlhf"],
+        [0],
+        2,
+    )
+    assert quick.out.name == "quality_quick" and quick.name == "quality_quick"
+    assert len(quality.unique(sum(quality.plan_runs(quick), []))) == 6
+    mixed = quality.parse_args(["--quick", "--iterations", "3", "--jobs", "1", "--no-fronts"])
+    assert (mixed.iterations, mixed.batch_size, mixed.jobs, mixed.front_algorithms) == (3, 8, 1, [])
+    full = quality.parse_args([])
+    assert (full.iterations, full.batch_size, full.max_new_tokens, full.jobs) == (30, 16, 48, 1)
+
+
 def test_threads_split_the_cores_between_jobs():
     assert quality.thread_env(1, cores=2)["OMP_NUM_THREADS"] == "2"
     assert quality.thread_env(2, cores=2)["MKL_NUM_THREADS"] == "1"
@@ -337,13 +353,18 @@ def test_done_runs_are_skipped_failures_reported_and_exit_non_zero(tmp_path, mon
     record = json.loads((log.parent / quality.RUN_RECORD).read_text())
     assert record["returncode"] == 1 and record["attempts"] == 1
 
-    calls.clear()  # a second invocation trains only the failed run
+    calls.clear()  # a second invocation trains only the failed run, from its checkpoint
+    (log.parent / "checkpoints").mkdir()
+    (log.parent / "checkpoints" / "last.ckpt").write_bytes(b"")
     monkeypatch.setattr(subprocess, "run", fake_train(calls))
     assert quality.main(args) == 0
-    assert [c[-1] for c in calls] == [f"hydra.run.dir={log.parent}"]
+    assert [c[-2:] for c in calls] == [["ckpt_path=last", f"hydra.run.dir={log.parent}"]]
+    record = json.loads((log.parent / quality.RUN_RECORD).read_text())
+    assert record["returncode"] == 0 and record["attempts"] == 2 and "boom" in log.read_text()
     calls.clear()
-    assert quality.main([*args, "--force"]) == 0
-    assert len(calls) == 4
+    assert quality.main([*args, "--force"]) == 0  # retrains all four in emptied folders
+    assert len(calls) == 4 and not any("ckpt_path=last" in c for c in calls)
+    assert "boom" not in log.read_text() and not (log.parent / "checkpoints").exists()
     with pytest.raises(SystemExit, match="trained with other overrides"):
         quality.main([*args[:-4], "--iterations", "9"])
 
