@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ bench-solve: $(STAMP)
 
 bench-trl: $(STAMP)
 	$(PY) benchmarks/vs_trl.py $(ARGS)
+
+# Trains every algorithm on every task (hours; ARGS="--quick" for ~15 min); resumable.
+bench-quality: $(STAMP)
+	$(PY) benchmarks/quality.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -103,12 +103,12 @@ def machine_info() -> dict:
 
 
 # ------------------------------------------------------------------------------------ JSON, tables
-def write_result(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (the latest run) and print where."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
+    """Write ``<folder>/<name>.json`` (the latest run; ``benchmarks/results`` by default) and print where."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return path
 
 

@@ -1,0 +1,866 @@
+"""Benchmark (d): what the algorithms reach, compared the way the multi-objective RLHF literature does.
+
+Trains every algorithm on every task at the same budget (iterations, rollout batch, new tokens,
+precision, evaluation schedule), one ``python train.py`` subprocess per run, and reads the runs'
+``eval.json`` and ``reference/eval.json`` (format ``pama_lit.eval/1``) into:
+
+- per task, a table: each objective's mean over seeds with a 95% t-interval over seeds (n-1 degrees
+  of freedom), the KL to the reference, the response length and the fluency measures, plus the
+  reference policy's row with its per-prompt 95% interval;
+- per task, three verdicts: does PAMA at the uniform preference beat the reference on every
+  objective with non-overlapping intervals; does the paper's ordering PAMA >= MORLHF >= MGDA-UB
+  hold on every objective as measured; and how far each method drifted from the reference (reward
+  gained per unit of KL): a method that wins by drifting further has not won;
+- fronts of PAMA and MORLHF over preference vectors: hypervolume with the reference policy's point
+  as the reference point, IGD+ against the union's non-dominated points, and a plot.
+
+Runs go to ``<out>/<task>/<algorithm>/<preference tag>/seed<k>`` (``--out``, default
+``benchmarks/runs/quality``). A run whose folder holds ``eval.json`` is not run again, so an
+interrupted benchmark continues where it stopped; an unfinished run with ``checkpoints/last.ckpt``
+written under the same overrides resumes from it (``ckpt_path=last``); ``--force`` retrains.
+
+Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
+2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
+Writes ``benchmarks/results/quality.json`` and ``quality_front.png`` (``quality_quick.*`` with
+``--quick``) and prints the tables as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
+
+# Budgets every run gets, whatever its algorithm (flags override them).
+ITERATIONS = 30
+BATCH_SIZE = 16
+MAX_NEW_TOKENS = 48
+PRECISION = "32-true"
+EVAL_EVERY = 10
+
+# Task name -> experiment config (conf/experiment/). All three have two objectives.
+TASKS = {
+    "sentiment_length": "embedded_sentiment_length",
+    "harmless_length": "embedded_harmless_length",
+    "humor_length": "embedded_humor_length",
+}
+NUM_OBJECTIVES = 2
+DEFAULT_TASKS = ["sentiment_length", "harmless_length"]
+ALGORITHMS = ["pama", "pama_batch", "morlhf", "mgda_ub"]
+SEEDS = [0, 1, 2]
+FRONT_TASK = "sentiment_length"
+FRONT_ALGORITHMS = ["pama", "morlhf"]
+FRONT_PREFERENCES = [(0.1, 0.9), (0.3, 0.7), (0.5, 0.5), (0.7, 0.3), (0.9, 0.1)]
+FRONT_SEED = 0
+# The paper's claim, best first: every algorithm here at least as good as the next on every objective.
+PAPER_ORDER = ["pama", "morlhf", "mgda_ub"]
+FLUENCY = ["ref_logprob", "distinct2", "repeat_frac"]
+
+# --quick: one task, PAMA against MORLHF, one seed, a 3-point front, a small budget, two runs at a time
+# with one thread each (a second thread speeds one run up only about 1.6x: benchmark (c)).
+QUICK = {
+    "tasks": ["sentiment_length"],
+    "algorithms": ["pama", "morlhf"],
+    "seeds": [0],
+    "front_preferences": [(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)],
+    "iterations": 8,
+    "batch_size": 8,
+    "max_new_tokens": 24,
+    "eval_every": 8,
+    "jobs": 2,
+}
+
+RUN_RECORD = "bench_run.json"  # the overrides, wall time and exit status of a run's invocations
+LOG = "bench.log"
+
+
+# ------------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class Run:
+    """One training run: a task, an algorithm, a preference (None = uniform) and a seed."""
+
+    task: str
+    algorithm: str
+    preference: tuple[float, ...] | None
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        if self.preference is None:
+            return "uniform"
+        return "w" + "-".join(f"{w:g}" for w in self.preference)
+
+    def folder(self, out: Path) -> Path:
+        return out / self.task / self.algorithm / self.tag / f"seed{self.seed}"
+
+
+def canonical_preference(preference: Sequence[float]) -> tuple[float, ...] | None:
+    """The preference as a run is keyed: None when all weights are equal (the uniform run)."""
+    preference = tuple(float(w) for w in preference)
+    if len(preference) != NUM_OBJECTIVES or not all(w > 0 for w in preference):
+        raise ValueError(
+            f"a front preference needs {NUM_OBJECTIVES} positive weights, got {list(preference)}"
+        )
+    return None if len(set(preference)) == 1 else preference
+
+
+def plan_runs(args: argparse.Namespace) -> tuple[list[Run], list[Run]]:
+    """(seed runs, front runs). A front point at the uniform preference is the uniform seed run."""
+    seed_runs = [Run(t, a, None, s) for t in args.tasks for a in args.algorithms for s in args.seeds]
+    front_runs = [
+        Run(args.front_task, a, canonical_preference(p), args.front_seed)
+        for a in args.front_algorithms
+        for p in args.front_preferences
+    ]
+    return seed_runs, front_runs
+
+
+def unique(runs: Sequence[Run]) -> list[Run]:
+    return list(dict.fromkeys(runs))
+
+
+def budget_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides every run gets, the same for every algorithm; ``--extra`` last, so it wins."""
+    return [
+        f"iterations={args.iterations}",
+        f"rollout.batch_size={args.batch_size}",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"trainer.precision={args.precision}",
+        f"eval.every_n_iterations={args.eval_every}",
+        "logger=csv",
+        *args.extra,
+    ]
+
+
+def run_overrides(run: Run, budget: list[str]) -> list[str]:
+    """Every override of ``run`` except its folder (so moving ``--out`` keeps finished runs)."""
+    overrides = [f"experiment={TASKS[run.task]}", f"algorithm={run.algorithm}", f"seed={run.seed}"]
+    if run.preference is not None:
+        overrides.append("preference=[" + ",".join(f"{w:g}" for w in run.preference) + "]")
+    return overrides + budget
+
+
+def thread_env(jobs: int, cores: int | None = None) -> dict[str, str]:
+    """The environment of a child: the cores split between the ``jobs`` running at once.
+
+    Two torch processes with 2 OpenMP threads each on 2 cores wait on each other's threads and run
+    10-50x slower, so each gets ``cores // jobs`` threads.
+    """
+    threads = str(max(1, (cores or os.cpu_count() or 1) // jobs))
+    env = dict(os.environ)
+    env.update(
+        {
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "PYTHONUNBUFFERED": "1",
+            "HYDRA_FULL_ERROR": "1",
+        }
+    )
+    return env
+
+
+# --------------------------------------------------------------------------------------- running
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_state(folder: Path, overrides: list[str], force: bool) -> str:
+    """What to do with a run's folder: "done", "resume", "fresh", or "mismatch".
+
+    "mismatch": the folder holds a finished run trained under other overrides (another budget, say):
+    neither reusable nor to be deleted without ``--force``.
+    """
+    if force:
+        return "fresh"
+    record = read_json(folder / RUN_RECORD)
+    same = record is None or record.get("overrides") == overrides
+    if (folder / "eval.json").is_file():
+        return "done" if same else "mismatch"
+    if record is not None and same and (folder / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "fresh"
+
+
+def command(folder: Path, overrides: list[str], resume: bool) -> list[str]:
+    return [
+        sys.executable,
+        "train.py",
+        *overrides,
+        *(["ckpt_path=last"] if resume else []),
+        f"hydra.run.dir={folder}",
+    ]
+
+
+def execute(folder: Path, overrides: list[str], budget: list[str], resume: bool, env: dict[str, str]) -> dict:
+    """Run one ``train.py`` to the end, its output in ``<folder>/bench.log``; record how it went.
+
+    A fresh run starts in an empty folder (a stale logger version or evaluations.jsonl of an
+    interrupted attempt would otherwise mix in); a resumed one keeps its folder and adds its time.
+    """
+    previous = read_json(folder / RUN_RECORD) if resume else None
+    if not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "overrides": overrides,
+        "budget": budget,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "threads": env["OMP_NUM_THREADS"],
+        "wall_s": (previous or {}).get("wall_s", 0.0),
+        "attempts": (previous or {}).get("attempts", 0) + 1,
+        "returncode": None,
+    }
+    (folder / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    start = time.perf_counter()
+    with open(folder / LOG, "a" if resume else "w") as log:
+        returncode = subprocess.run(
+            command(folder, overrides, resume), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    record["wall_s"] += time.perf_counter() - start
+    record["returncode"] = returncode
+    (folder / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]:
+    """Train every run that is not done yet; returns the failed runs and their logs."""
+    from tqdm.auto import tqdm
+
+    budget = budget_overrides(args)
+    env = thread_env(args.jobs)
+    states = {run: run_state(run.folder(args.out), run_overrides(run, budget), args.force) for run in runs}
+    mismatched = [run.folder(args.out) for run, state in states.items() if state == "mismatch"]
+    if mismatched:
+        listing = "\n  ".join(map(str, mismatched))
+        raise SystemExit(
+            f"quality: {len(mismatched)} finished run(s) were trained with other overrides:\n  {listing}\n"
+            "rerun them with --force, or give this budget its own --out folder"
+        )
+    todo = [run for run in runs if states[run] != "done"]
+    print(f"{len(runs)} runs: {len(runs) - len(todo)} done already, {len(todo)} to train "
+          f"({args.jobs} at a time, OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each)")  # fmt: skip
+    if args.dry_run:
+        prefix = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} MKL_NUM_THREADS={env['MKL_NUM_THREADS']}"
+        for run in runs:
+            folder = run.folder(args.out)
+            cmd = shlex.join(command(folder, run_overrides(run, budget), states[run] == "resume"))
+            print(f"# done: {folder}" if states[run] == "done" else f"{prefix} {cmd}")
+        return []
+    failed = []
+    bar = tqdm(total=len(todo), unit="run", desc="training", dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        futures = {
+            pool.submit(
+                execute,
+                run.folder(args.out),
+                run_overrides(run, budget),
+                budget,
+                states[run] == "resume",
+                env,
+            ): run
+            for run in todo
+        }
+        for future in as_completed(futures):
+            run = futures[future]
+            folder = run.folder(args.out)
+            record = future.result()
+            if record["returncode"] != 0 or not (folder / "eval.json").is_file():
+                failed.append((run, folder / LOG))
+                bar.write(f"FAILED (exit {record['returncode']}): {folder}; log: {folder / LOG}")
+            bar.set_postfix_str(
+                f"{run.task}/{run.algorithm}/{run.tag}/seed{run.seed} {record['wall_s']:.0f}s"
+            )
+            bar.update()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the running children too; without cancelling, the queued runs would still start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise SystemExit("quality: interrupted; the same command continues where it stopped") from None
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    return failed
+
+
+# ------------------------------------------------------------------------------------ statistics
+def t_quantile(dof: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def number(value: Any) -> float | None:
+    """A scalar measure: a number, or the mean of a ``{"mean": ...}`` summary; None if absent."""
+    if isinstance(value, dict):
+        value = value.get("mean")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def aggregate(evals: list[dict], objectives: Sequence[str]) -> dict:
+    """One algorithm's row from its seeds' eval.json records.
+
+    Each objective gets the mean over seeds and the 95% t-interval over seeds (mean +- t_{0.975,n-1}
+    * s / sqrt(n), s the sample standard deviation of the seeds' means). With a single seed there is
+    no spread over seeds: the interval is that run's own per-prompt 95% CI, marked ``"prompts"``.
+    KL, length and fluency are means over seeds; a fluency measure the files lack is None.
+    """
+    n = len(evals)
+    row: dict[str, Any] = {"n": n, "interval": "seeds" if n > 1 else "prompts", "objectives": {}}
+    for objective in objectives:
+        means = [float(e["rewards"][objective]["mean"]) for e in evals]
+        mean = statistics.fmean(means)
+        if n > 1:
+            half = t_quantile(n - 1) * statistics.stdev(means) / math.sqrt(n)
+            low, high = mean - half, mean + half
+        else:
+            low, high = (float(x) for x in evals[0]["rewards"][objective]["ci95"])
+        row["objectives"][objective] = {"mean": mean, "low": low, "high": high, "seeds": means}
+    return row | side_measures(evals)
+
+
+def side_measures(records: list[dict]) -> dict:
+    """KL to the reference, response length and fluency, each the mean over ``records`` (None if absent)."""
+    return {
+        "kl_ref": mean_or_none([number(r.get("kl_ref")) for r in records]),
+        "response_length": mean_or_none([number(r.get("response_length")) for r in records]),
+        "fluency": {
+            name: mean_or_none([number((r.get("fluency") or {}).get(name)) for r in records])
+            for name in FLUENCY
+        },
+    }
+
+
+def reference_row(references: list[dict], objectives: Sequence[str]) -> tuple[dict, list[str]]:
+    """The reference policy's row and warnings.
+
+    The reference is the untrained policy evaluated with the fixed evaluation seed, so every run of a
+    task should report the same numbers on the same held-out prompts. Then the row is that file's
+    per-prompt 95% CI. If they differ (the held-out split follows the training seed, or the reference
+    is not deterministic), a warning says by how much, and the row is the mean of the files' means
+    with the envelope of their intervals (the widest: conservative for "beats the reference").
+    """
+    first = references[0]
+    warnings_: list[str] = []
+    differs = [
+        o
+        for o in objectives
+        if max(r["rewards"][o]["mean"] for r in references) - min(r["rewards"][o]["mean"] for r in references)
+        > 1e-9 * max(1.0, abs(first["rewards"][o]["mean"]))
+    ]
+    prompts_differ = len({tuple(s["prompt"] for s in r.get("samples", [])) for r in references}) > 1
+    row: dict[str, Any] = {"n": len(references), "interval": "prompts", "objectives": {}}
+    for objective in objectives:
+        means = [float(r["rewards"][objective]["mean"]) for r in references]
+        row["objectives"][objective] = {
+            "mean": statistics.fmean(means),
+            "low": min(float(r["rewards"][objective]["ci95"][0]) for r in references),
+            "high": max(float(r["rewards"][objective]["ci95"][1]) for r in references),
+            "seeds": means,
+        }
+    if differs or prompts_differ:
+        spread = ", ".join(
+            f"{o} {min(row['objectives'][o]['seeds']):.4g}..{max(row['objectives'][o]['seeds']):.4g}"
+            for o in objectives
+        )
+        why = "different held-out prompts" if prompts_differ else "the same prompts"
+        warnings_.append(
+            f"the reference policy's numbers differ across the {len(references)} runs ({why}: {spread}); "
+            "the reference row is their mean with the envelope of their per-prompt intervals"
+        )
+        row["interval"] = "envelope"
+    return row | side_measures(references), warnings_
+
+
+# -------------------------------------------------------------------------------------- verdicts
+def _cell(stat: dict) -> str:
+    return f"{stat['mean']:.4g} [{stat['low']:.4g}, {stat['high']:.4g}]"
+
+
+def verdict_beats_reference(rows: dict[str, dict], reference: dict, objectives: Sequence[str]) -> dict:
+    """Does PAMA at the uniform preference beat the reference on every objective, intervals apart?"""
+    if "pama" not in rows:
+        return {"holds": None, "text": "PAMA beats the reference: not measured (no pama runs)"}
+    pama = rows["pama"]["objectives"]
+    per = {o: pama[o]["low"] > reference["objectives"][o]["high"] for o in objectives}
+    holds = all(per.values())
+    detail = "; ".join(
+        f"{o}: {_cell(pama[o])} vs {_cell(reference['objectives'][o])}"
+        + (
+            ""
+            if per[o]
+            else (" (overlap)" if pama[o]["mean"] > reference["objectives"][o]["mean"] else " (not above)")
+        )
+        for o in objectives
+    )
+    word = "holds" if holds else "does not hold"
+    return {
+        "holds": holds,
+        "per_objective": per,
+        "text": f"PAMA (uniform) beats the reference on every objective with non-overlapping 95% intervals: "
+        f"{word} ({detail})",
+    }
+
+
+def verdict_paper_order(rows: dict[str, dict], objectives: Sequence[str]) -> dict:
+    """Does PAMA >= MORLHF >= MGDA-UB hold on every objective's mean, and is each step significant?"""
+    present = [a for a in PAPER_ORDER if a in rows]
+    if len(present) < 2:
+        return {
+            "holds": None,
+            "text": f"paper ordering {' >= '.join(PAPER_ORDER)}: not measured (runs of {present})",
+        }
+    per: dict[str, bool] = {}
+    separated: dict[str, bool] = {}
+    parts = []
+    for o in objectives:
+        stats = [rows[a]["objectives"][o] for a in present]
+        per[o] = all(a["mean"] >= b["mean"] for a, b in zip(stats, stats[1:], strict=False))
+        separated[o] = all(a["low"] > b["high"] for a, b in zip(stats, stats[1:], strict=False))
+        parts.append(
+            f"{o}: " + " vs ".join(f"{a} {s['mean']:.4g}" for a, s in zip(present, stats, strict=True))
+        )
+    holds = all(per.values())
+    failing = [o for o in objectives if not per[o]]
+    text = (
+        f"paper ordering {' >= '.join(present)} on every objective: {'holds' if holds else 'does not hold'}"
+    )
+    if failing:
+        text += f" (fails on {', '.join(failing)})"
+    elif not all(separated.values()):
+        text += " on the means, but the 95% intervals overlap on " + ", ".join(
+            o for o in objectives if not separated[o]
+        )
+    return {
+        "holds": holds,
+        "per_objective": per,
+        "separated": separated,
+        "text": text + "; " + "; ".join(parts),
+    }
+
+
+def verdict_matched_kl(rows: dict[str, dict], reference: dict, objectives: Sequence[str]) -> dict:
+    """Reward gained over the reference per unit of KL, and whether PAMA's leads came from drifting further.
+
+    A lead on an objective where PAMA's KL to the reference exceeds the rival's is not a like-for-like
+    win: a looser KL leash alone buys reward.
+    """
+    gains = {}
+    for algorithm, row in rows.items():
+        kl = row["kl_ref"]
+        gain = {o: row["objectives"][o]["mean"] - reference["objectives"][o]["mean"] for o in objectives}
+        per_kl = {o: (g / kl if kl is not None and kl > 0 else None) for o, g in gain.items()}
+        gains[algorithm] = {"kl_ref": kl, "gain": gain, "gain_per_kl": per_kl}
+    with_kl = {a: g["kl_ref"] for a, g in gains.items() if g["kl_ref"] is not None}
+    if not with_kl:
+        return {"algorithms": gains, "confounded": [], "text": "matched KL: no KL recorded"}
+    furthest = max(with_kl, key=with_kl.get)
+    kls = ", ".join(f"{a} {kl:.3g}" for a, kl in sorted(with_kl.items(), key=lambda x: -x[1]))
+    confounded = []
+    if "pama" in rows and gains["pama"]["kl_ref"] is not None:
+        for rival, g in gains.items():
+            if rival == "pama" or g["kl_ref"] is None or gains["pama"]["kl_ref"] <= g["kl_ref"]:
+                continue
+            leads = [
+                o
+                for o in objectives
+                if rows["pama"]["objectives"][o]["mean"] > rows[rival]["objectives"][o]["mean"]
+            ]
+            if leads:
+                confounded.append({"rival": rival, "objectives": leads})
+    text = f"matched KL: KL to the reference {kls}; {furthest} drifted furthest"
+    if confounded:
+        text += (
+            "; PAMA's lead over "
+            + ", ".join(f"{c['rival']} (on {', '.join(c['objectives'])})" for c in confounded)
+            + " comes with more KL, so it is not a like-for-like win"
+        )
+    elif "pama" in rows:
+        text += "; PAMA's leads (if any) come at no more KL than the rival's"
+    per_kl = "; ".join(
+        f"{a}: " + ", ".join(f"{o} {v:+.3g}" for o, v in g["gain_per_kl"].items() if v is not None)
+        for a, g in gains.items()
+        if any(v is not None for v in g["gain_per_kl"].values())
+    )
+    if per_kl:
+        text += f". Gain over the reference per unit KL: {per_kl}"
+    return {"algorithms": gains, "furthest": furthest, "confounded": confounded, "text": text}
+
+
+# ---------------------------------------------------------------------------------------- report
+def load_result(folder: Path) -> dict | None:
+    """A finished run's eval.json, reference/eval.json and bench record, or None if it has no eval.json."""
+    evaluation = read_json(folder / "eval.json")
+    if evaluation is None:
+        return None
+    return {
+        "eval": evaluation,
+        "reference": read_json(folder / "reference" / "eval.json"),
+        "record": read_json(folder / RUN_RECORD) or {},
+    }
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def task_table(rows: dict[str, dict], reference: dict, objectives: Sequence[str], planned: int) -> str:
+    headers = ["policy", "n", *(f"{o} (95% CI)" for o in objectives), "KL to ref", "length", *FLUENCY]
+    lines = []
+    for name, row in [*rows.items(), ("reference", reference)]:
+        if name == "reference":
+            seeds = "per-prompt CI" if row["interval"] == "prompts" else f"envelope of {row['n']}"
+        else:
+            seeds = f"{row['n']}/{planned} seeds"
+        lines.append(
+            [
+                f"**{name}**" if name == "pama" else name,
+                seeds,
+                *(_cell(row["objectives"][o]) for o in objectives),
+                fmt(row["kl_ref"], 3),
+                fmt(row["response_length"], 3),
+                *(fmt(row["fluency"][f], 3) for f in FLUENCY),
+            ]
+        )
+    return markdown_table(headers, lines)
+
+
+def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms: Sequence[str]) -> dict:
+    """Table and verdicts of one task from its uniform-preference runs."""
+    done = [r for r in runs if results.get(r) is not None]
+    if not done:
+        return {"task": task, "markdown": f"### {task}\n\nno finished runs", "warnings": []}
+    objectives = list(results[done[0]]["eval"]["objectives"])
+    rows = {}
+    for algorithm in algorithms:
+        evals = [results[r]["eval"] for r in done if r.algorithm == algorithm]
+        if evals:
+            rows[algorithm] = aggregate(evals, objectives)
+    references = [results[r]["reference"] for r in done if results[r]["reference"] is not None]
+    warnings_ = []
+    if not references:
+        return {"task": task, "markdown": f"### {task}\n\nno reference/eval.json in the runs", "warnings": []}
+    reference, ref_warnings = reference_row(references, objectives)
+    warnings_ += ref_warnings
+    missing = [r for r in runs if results.get(r) is None]
+    if missing:
+        warnings_.append(f"{len(missing)} of {len(runs)} runs have no eval.json (failed or not run)")
+    if any(row["n"] == 1 for row in rows.values()):
+        warnings_.append("rows with one seed show that run's per-prompt 95% CI, not an interval over seeds")
+    verdicts = {
+        "beats_reference": verdict_beats_reference(rows, reference, objectives),
+        "paper_order": verdict_paper_order(rows, objectives),
+        "matched_kl": verdict_matched_kl(rows, reference, objectives),
+    }
+    planned = len({r.seed for r in runs})
+    md = [f"### {task}", "", task_table(rows, reference, objectives, planned), ""]
+    md += [f"- {v['text']}" for v in verdicts.values()]
+    md += [f"- warning: {w}" for w in warnings_]
+    return {
+        "task": task,
+        "objectives": objectives,
+        "rows": rows,
+        "reference": reference,
+        "verdicts": verdicts,
+        "warnings": warnings_,
+        "markdown": "\n".join(md),
+    }
+
+
+def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Path) -> dict:
+    """Front points, hypervolume (reference policy as the reference point), IGD+ and the plot."""
+    from pama_lit.fronts import FrontsError, front_metrics, load_sweep, plot_front, reference_point
+
+    folders = [r.folder(out) for r in runs if results.get(r) is not None]
+    if not folders:
+        return {"markdown": "### fronts\n\nno finished front runs"}
+    try:
+        sweep = load_sweep(folders, progress=False)
+        ref, source = reference_point(sweep)
+    except FrontsError as err:
+        return {"markdown": f"### fronts\n\ncannot build the fronts: {err}"}
+    metrics = front_metrics(sweep, ref)
+    fig = plot_front(sweep.runs, sweep.objectives, ref, ref_label="reference policy")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=150)
+    objectives = list(sweep.objectives)
+    points = sweep.runs.sort_values(["algorithm", "preference"])
+    table = markdown_table(
+        ["algorithm", "preference", *objectives, "KL to ref", "non-dominated (all)"],
+        [
+            [
+                row["algorithm"],
+                row["preference"],
+                *(
+                    f"{row[f'{o}_mean']:.4g} [{row[f'{o}_ci95_low']:.4g}, {row[f'{o}_ci95_high']:.4g}]"
+                    for o in objectives
+                ),
+                fmt(row["kl_ref"], 3),
+                "yes" if row["non_dominated_all"] else "no",
+            ]
+            for _, row in points.iterrows()
+        ],
+    )
+    summary = markdown_table(
+        ["algorithm", "points", "hypervolume (higher is better)", "IGD+ (lower is better)"],
+        [
+            [m["algorithm"], str(m["runs"]), fmt(m["hypervolume"]), fmt(m["igd_plus"])]
+            for _, m in metrics.iterrows()
+        ],
+    )
+    coords = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, ref, strict=True))
+    md = (
+        f"### fronts ({runs[0].task}, seed {runs[0].seed})\n\n{table}\n\n{summary}\n\n"
+        f"Hypervolume reference point: the reference policy ({coords}); IGD+ against the non-dominated "
+        f"points of both algorithms together. Plot: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}"
+    )
+    return {
+        "objectives": objectives,
+        "reference_point": [float(v) for v in ref],
+        "reference_point_source": source,
+        "points": json.loads(sweep.runs.to_json(orient="records")),
+        "metrics": json.loads(metrics.to_json(orient="records")),
+        "plot": str(png),
+        "markdown": md,
+    }
+
+
+def raw_numbers(evaluation: dict | None) -> dict | None:
+    if evaluation is None:
+        return None
+    keys = ("num_prompts", "rewards", "kl_ref", "response_length", "fluency", "iteration", "preference")
+    return {k: evaluation[k] for k in keys if k in evaluation}
+
+
+def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run], failed: list) -> dict:
+    """Read every planned run, build the tables, verdicts and fronts, write JSON and plot, print Markdown."""
+    every = unique(seed_runs + front_runs)
+    results = {run: load_result(run.folder(args.out)) for run in every}
+    budgets = {json.dumps(r["record"]["budget"]) for r in results.values() if r and "budget" in r["record"]}
+    tasks = [
+        report_task(t, [r for r in seed_runs if r.task == t], results, args.algorithms) for t in args.tasks
+    ]
+    fronts = None
+    if front_runs:
+        fronts = report_fronts(unique(front_runs), results, args.out, args.results / f"{args.name}_front.png")
+    markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
+    if len(budgets) > 1:
+        markdown += "\n\nwarning: the runs were trained under different overrides (see quality.json: runs[].overrides)"
+    payload = {
+        "benchmark": "quality",
+        "machine": machine_info(),
+        "command": sys.argv,
+        "budget": {
+            "iterations": args.iterations,
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "precision": args.precision,
+            "eval_every": args.eval_every,
+            "extra": args.extra,
+            "jobs": args.jobs,
+            "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
+            "quick": args.quick,
+        },
+        "runs": [
+            {
+                "task": run.task,
+                "algorithm": run.algorithm,
+                "preference": None if run.preference is None else list(run.preference),
+                "seed": run.seed,
+                "run_dir": str(run.folder(args.out)),
+                "status": "done"
+                if results[run]
+                else ("failed" if run in {f for f, _ in failed} else "missing"),
+                "wall_s": (results[run] or {}).get("record", {}).get("wall_s"),
+                "attempts": (results[run] or {}).get("record", {}).get("attempts"),
+                "overrides": (results[run] or {}).get("record", {}).get("overrides"),
+                "eval": raw_numbers((results[run] or {}).get("eval")),
+                "reference": raw_numbers((results[run] or {}).get("reference")),
+            }
+            for run in every
+        ],
+        "tasks": {t["task"]: {k: v for k, v in t.items() if k != "markdown"} for t in tasks},
+        "fronts": None if fronts is None else {k: v for k, v in fronts.items() if k != "markdown"},
+        "failed": [str(log) for _, log in failed],
+        "markdown": markdown,
+    }
+    write_result(args.name, payload, folder=args.results)
+    print("\n" + markdown)
+    return payload
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
+
+
+def _preference(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(","))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/quality.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    budget = parser.add_argument_group("budget (the same for every run)")
+    budget.add_argument("--iterations", type=int, help=f"PPO iterations per run (default {ITERATIONS})")
+    budget.add_argument("--batch-size", type=int, help=f"rollout.batch_size (default {BATCH_SIZE})")
+    budget.add_argument(
+        "--max-new-tokens", type=int, help=f"rollout.max_new_tokens (default {MAX_NEW_TOKENS})"
+    )
+    budget.add_argument(
+        "--precision", help=f"trainer.precision, e.g. 32-true or bf16-mixed (default {PRECISION})"
+    )
+    budget.add_argument("--eval-every", type=int, help=f"eval.every_n_iterations (default {EVAL_EVERY})")
+    budget.add_argument(
+        "--extra", nargs="+", default=[], metavar="OVERRIDE", help="Hydra overrides appended to every run"
+    )
+    what = parser.add_argument_group("what to run")
+    what.add_argument(
+        "--tasks", type=_csv(str), help=f"of {', '.join(TASKS)} (default {','.join(DEFAULT_TASKS)})"
+    )
+    what.add_argument("--algorithms", type=_csv(str), help=f"default {','.join(ALGORITHMS)}")
+    what.add_argument(
+        "--seeds",
+        type=_csv(int),
+        help=f"uniform-preference runs per algorithm (default {','.join(map(str, SEEDS))})",
+    )
+    what.add_argument("--front-task", default=FRONT_TASK, choices=list(TASKS), help=f"default {FRONT_TASK}")
+    what.add_argument("--front-algorithms", type=_csv(str), help=f"default {','.join(FRONT_ALGORITHMS)}")
+    what.add_argument(
+        "--front-preferences",
+        nargs="+",
+        type=_preference,
+        metavar="W1,W2",
+        help="front preference vectors (default "
+        + " ".join(f"{a:g},{b:g}" for a, b in FRONT_PREFERENCES)
+        + ")",
+    )
+    what.add_argument("--front-seed", type=int, default=FRONT_SEED, help=f"default {FRONT_SEED}")
+    what.add_argument("--no-fronts", action="store_true", help="no front runs")
+    what.add_argument(
+        "--quick",
+        action="store_true",
+        help="the ~15-minute mode (see benchmarks/README.md); flags still override it",
+    )
+    how = parser.add_argument_group("how")
+    how.add_argument(
+        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
+    )
+    how.add_argument(
+        "--out",
+        type=Path,
+        help="run folders (default benchmarks/runs/quality, or quality_quick with --quick)",
+    )
+    how.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON and the plot go (default benchmarks/results)",
+    )
+    how.add_argument("--force", action="store_true", help="retrain runs that are done already")
+    how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags, then ``--quick``'s presets, then the defaults above, in that order of precedence."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    presets = QUICK if args.quick else {}
+    defaults = {
+        "tasks": DEFAULT_TASKS,
+        "algorithms": ALGORITHMS,
+        "seeds": SEEDS,
+        "front_algorithms": FRONT_ALGORITHMS,
+        "front_preferences": FRONT_PREFERENCES,
+        "iterations": ITERATIONS,
+        "batch_size": BATCH_SIZE,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "precision": PRECISION,
+        "eval_every": EVAL_EVERY,
+        "jobs": 1,
+    }
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, presets.get(key, default))
+    if args.no_fronts:
+        args.front_algorithms = []
+    unknown = [t for t in args.tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        for preference in args.front_preferences:
+            canonical_preference(preference)
+    except ValueError as err:
+        parser.error(f"--front-preferences: {err}")
+    name = "quality_quick" if args.quick else "quality"
+    args.name = name
+    args.out = (args.out or ROOT / "benchmarks" / "runs" / name).resolve()
+    args.results = args.results.resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    seed_runs, front_runs = plan_runs(args)
+    failed: list[tuple[Run, Path]] = []
+    if not args.report_only:
+        failed = run_all(unique(seed_runs + front_runs), args)
+        if args.dry_run:
+            return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        payload = report(args, seed_runs, front_runs, failed)
+    if failed:
+        print(
+            f"\n{len(failed)} run(s) failed:", *(f"  {log}" for _, log in failed), sep="\n", file=sys.stderr
+        )
+        return 1
+    missing = [r["run_dir"] for r in payload["runs"] if r["status"] != "done"]
+    if missing:
+        print(f"\n{len(missing)} run(s) have no eval.json:", *missing, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

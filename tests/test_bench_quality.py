@@ -1,0 +1,387 @@
+"""benchmarks/quality.py: the report on synthetic eval.json files, the resume rule, and one real tiny run.
+
+The benchmarks are scripts, not a package, so the module is loaded from its file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECTIVES = ["sentiment", "length"]
+T_975_DOF2 = 4.302652729749462  # Student's t, two-sided 95%, 2 degrees of freedom (tables: 4.303)
+
+
+def load_quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = load_quality()
+
+
+def eval_record(
+    means,
+    half=0.05,
+    kl=1.0,
+    policy="trained",
+    algorithm="pama",
+    preference=(0.5, 0.5),
+    fluency=None,
+    prompts=("p1", "p2"),
+):
+    record = {
+        "format": "pama_lit.eval/1",
+        "algorithm": algorithm,
+        "objectives": OBJECTIVES,
+        "preference": list(preference),
+        "policy": policy,
+        "iteration": 0 if policy == "reference" else 30,
+        "seed": 1234,
+        "num_prompts": 32,
+        "rewards": {
+            o: {"mean": m, "std": 0.1, "ci95": [m - half, m + half], "n": 32}
+            for o, m in zip(OBJECTIVES, means, strict=True)
+        },
+        "kl_ref": 0.0 if policy == "reference" else kl,
+        "response_length": 20.0,
+        "samples": [{"prompt": p, "response": "r", "scores": {}} for p in prompts],
+    }
+    if fluency is not None:
+        record["fluency"] = fluency
+    return record
+
+
+def write_run(folder: Path, means, reference=(0.0, 0.0), ref_prompts=("p1", "p2"), **kwargs) -> None:
+    (folder / "reference").mkdir(parents=True, exist_ok=True)
+    (folder / "eval.json").write_text(json.dumps(eval_record(means, **kwargs)))
+    ref = eval_record(
+        reference, policy="reference", algorithm=kwargs.get("algorithm", "pama"), prompts=ref_prompts
+    )
+    (folder / "reference" / "eval.json").write_text(json.dumps(ref))
+
+
+# ------------------------------------------------------------------------------------ aggregation
+def test_aggregate_is_the_t_interval_over_seeds():
+    evals = [
+        eval_record([0.2, 1.0], kl=1.0, fluency={"ref_logprob": -2.0, "distinct2": 0.5, "repeat_frac": 0.1}),
+        eval_record([0.5, 2.0], kl=2.0, fluency={"ref_logprob": -3.0, "distinct2": 0.7, "repeat_frac": 0.2}),
+        eval_record([0.8, 6.0], kl=6.0, fluency={"ref_logprob": -4.0, "distinct2": 0.9, "repeat_frac": 0.3}),
+    ]
+    row = quality.aggregate(evals, OBJECTIVES)
+    # sentiment: mean 0.5, sample sd sqrt(((-.3)^2 + 0 + .3^2) / 2) = 0.3
+    half = T_975_DOF2 * 0.3 / math.sqrt(3)
+    assert row["objectives"]["sentiment"]["mean"] == pytest.approx(0.5)
+    assert row["objectives"]["sentiment"]["low"] == pytest.approx(0.5 - half)
+    assert row["objectives"]["sentiment"]["high"] == pytest.approx(0.5 + half)
+    # length: mean 3, sd sqrt((4 + 1 + 9) / 2) = sqrt(7)
+    half = T_975_DOF2 * math.sqrt(7) / math.sqrt(3)
+    assert row["objectives"]["length"]["low"] == pytest.approx(3 - half)
+    assert row["objectives"]["length"]["high"] == pytest.approx(3 + half)
+    assert row["interval"] == "seeds"
+    assert row["kl_ref"] == pytest.approx(3.0)
+    assert row["fluency"] == pytest.approx({"ref_logprob": -3.0, "distinct2": 0.7, "repeat_frac": 0.2})
+
+
+def test_one_seed_shows_its_per_prompt_interval():
+    row = quality.aggregate([eval_record([0.4, 0.6], half=0.1)], OBJECTIVES)
+    assert row["interval"] == "prompts"
+    assert (row["objectives"]["sentiment"]["low"], row["objectives"]["sentiment"]["high"]) == pytest.approx(
+        (0.3, 0.5)
+    )
+
+
+def test_missing_fluency_is_none_and_a_dash_in_the_table():
+    with_mean = eval_record([0.4, 0.6], fluency={"ref_logprob": {"mean": -2.5}})
+    row = quality.aggregate([eval_record([0.4, 0.6]), with_mean], OBJECTIVES)
+    assert row["fluency"] == {"ref_logprob": -2.5, "distinct2": None, "repeat_frac": None}
+    reference, _ = quality.reference_row([eval_record([0, 0], policy="reference")], OBJECTIVES)
+    table = quality.task_table({"pama": row}, reference, OBJECTIVES, planned=2)
+    pama_line = next(line for line in table.splitlines() if "pama" in line)
+    assert pama_line.rstrip(" |").endswith("-2.5 | - | -")
+
+
+def test_reference_differing_across_seeds_warns_and_widens():
+    same, warned = quality.reference_row(
+        [eval_record([0.1, 0.2], policy="reference"), eval_record([0.1, 0.2], policy="reference")], OBJECTIVES
+    )
+    assert warned == [] and same["interval"] == "prompts"
+    other = eval_record([0.3, 0.2], policy="reference", prompts=("q1", "q2"))
+    row, warned = quality.reference_row([eval_record([0.1, 0.2], policy="reference"), other], OBJECTIVES)
+    assert (
+        len(warned) == 1 and "different held-out prompts" in warned[0] and "sentiment 0.1..0.3" in warned[0]
+    )
+    assert row["objectives"]["sentiment"]["mean"] == pytest.approx(0.2)
+    assert (row["objectives"]["sentiment"]["low"], row["objectives"]["sentiment"]["high"]) == pytest.approx(
+        (0.05, 0.35)
+    )
+
+
+# --------------------------------------------------------------------------------------- verdicts
+def row(means, half, kl):
+    objectives = {
+        o: {"mean": m, "low": m - half, "high": m + half} for o, m in zip(OBJECTIVES, means, strict=True)
+    }
+    return {"n": 3, "objectives": objectives, "kl_ref": kl}
+
+
+REFERENCE = row([0.0, 0.0], 0.1, 0.0)
+
+
+def test_beats_reference_needs_every_objective_clear_of_the_reference_interval():
+    clear = quality.verdict_beats_reference({"pama": row([0.5, 0.5], 0.2, 1.0)}, REFERENCE, OBJECTIVES)
+    assert clear["holds"] is True and "holds" in clear["text"]
+    # length's interval [0.05, 0.25] overlaps the reference's [-0.1, 0.1]
+    overlap = quality.verdict_beats_reference({"pama": row([0.5, 0.15], 0.1, 1.0)}, REFERENCE, OBJECTIVES)
+    assert overlap["holds"] is False and overlap["per_objective"] == {"sentiment": True, "length": False}
+    assert "does not hold" in overlap["text"] and "(overlap)" in overlap["text"]
+    assert (
+        quality.verdict_beats_reference({"morlhf": row([1, 1], 0.1, 1)}, REFERENCE, OBJECTIVES)["holds"]
+        is None
+    )
+
+
+def test_paper_order_on_every_objective():
+    rows = {
+        "pama": row([0.5, 0.5], 0.01, 1),
+        "morlhf": row([0.4, 0.4], 0.01, 1),
+        "mgda_ub": row([0.3, 0.3], 0.01, 1),
+    }
+    verdict = quality.verdict_paper_order(rows, OBJECTIVES)
+    assert verdict["holds"] is True and verdict["separated"] == {"sentiment": True, "length": True}
+    rows["mgda_ub"] = row([0.3, 0.45], 0.2, 1)  # beats morlhf on length
+    verdict = quality.verdict_paper_order(rows, OBJECTIVES)
+    assert verdict["holds"] is False and verdict["per_objective"] == {"sentiment": True, "length": False}
+    assert "does not hold (fails on length)" in verdict["text"] and "mgda_ub 0.45" in verdict["text"]
+    rows["mgda_ub"] = row([0.3, 0.3], 0.2, 1)  # in order, but within morlhf's interval
+    verdict = quality.verdict_paper_order(rows, OBJECTIVES)
+    assert verdict["holds"] is True and "overlap" in verdict["text"]
+    assert quality.verdict_paper_order({"pama": rows["pama"]}, OBJECTIVES)["holds"] is None
+
+
+def test_matched_kl_flags_a_lead_bought_with_more_drift():
+    rows = {"pama": row([0.5, 0.5], 0.01, 4.0), "morlhf": row([0.4, 0.6], 0.01, 2.0)}
+    verdict = quality.verdict_matched_kl(rows, REFERENCE, OBJECTIVES)
+    assert verdict["furthest"] == "pama"
+    assert verdict["confounded"] == [{"rival": "morlhf", "objectives": ["sentiment"]}]
+    assert verdict["algorithms"]["pama"]["gain_per_kl"] == pytest.approx(
+        {"sentiment": 0.125, "length": 0.125}
+    )
+    assert "not a like-for-like win" in verdict["text"]
+    rows["pama"]["kl_ref"] = 1.0  # the same lead at less KL
+    verdict = quality.verdict_matched_kl(rows, REFERENCE, OBJECTIVES)
+    assert verdict["confounded"] == [] and verdict["furthest"] == "morlhf"
+
+
+# ------------------------------------------------------------------------------ report from files
+# The front of test_fronts.py: pama on an evenly spaced front, morlhf inside it, reference at (0, 0).
+FRONT = {
+    "pama": [[0.1, 0.5], [0.2, 0.4], [0.3, 0.3], [0.4, 0.2], [0.5, 0.1]],
+    "morlhf": [[0.05, 0.45], [0.15, 0.35], [0.25, 0.25], [0.35, 0.15], [0.1, 0.1]],
+}
+# Staircase areas from (0, 0): pama 0.1 * (0.1+0.2+0.3+0.4+0.5) = 0.15; morlhf 0.05*0.1 + 0.15*0.1 +
+# 0.25*0.1 + 0.35*0.15 = 0.0975. IGD+ against pama's points: morlhf is (0.05, 0.05) short of four
+# (0.0707107 each) and 0.15 short of (0.5, 0.1): (4 * 0.0707107 + 0.15) / 5.
+HYPERVOLUME = {"pama": 0.15, "morlhf": 0.0975}
+IGD_PLUS = {"pama": 0.0, "morlhf": (4 * math.sqrt(0.005) + 0.15) / 5}
+SEED_MEANS = {
+    "pama": [[0.3, 0.3], [0.35, 0.32], [0.4, 0.34]],
+    "morlhf": [[0.25, 0.25], [0.2, 0.26], [0.3, 0.24]],
+}
+
+
+def write_benchmark(out: Path, fluency: bool = False) -> None:
+    """Seed runs 0-2 of pama and morlhf on sentiment_length, and both fronts; seed 0 = the 0.5 point."""
+    for algorithm, points in FRONT.items():
+        for seed, means in enumerate(SEED_MEANS[algorithm]):
+            if seed == 0:
+                means = points[2]
+            fl = {"ref_logprob": -2.0, "distinct2": 0.8, "repeat_frac": 0.05} if fluency else None
+            folder = out / "sentiment_length" / algorithm / "uniform" / f"seed{seed}"
+            write_run(folder, means, algorithm=algorithm, kl=1.0 + seed, fluency=fl)
+        for preference, means in zip(quality.FRONT_PREFERENCES, points, strict=True):
+            if preference != (0.5, 0.5):
+                tag = f"w{preference[0]:g}-{preference[1]:g}"
+                write_run(
+                    out / "sentiment_length" / algorithm / tag / "seed0",
+                    means,
+                    algorithm=algorithm,
+                    preference=preference,
+                )
+
+
+def report_args(tmp_path: Path) -> list[str]:
+    return ["--tasks", "sentiment_length", "--algorithms", "pama,morlhf", "--out", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]  # fmt: skip
+
+
+def test_report_only_reads_seeds_fronts_and_writes_json_and_plot(tmp_path, capsys):
+    write_benchmark(tmp_path / "runs")
+    assert quality.main([*report_args(tmp_path), "--report-only"]) == 0
+    payload = json.loads((tmp_path / "results" / "quality.json").read_text())
+    assert (tmp_path / "results" / "quality_front.png").stat().st_size > 10_000
+    task = payload["tasks"]["sentiment_length"]
+    pama = task["rows"]["pama"]["objectives"]["sentiment"]
+    assert pama["seeds"] == pytest.approx([0.3, 0.35, 0.4])  # seed 0 is the front's 0.5 point
+    assert pama["high"] - pama["mean"] == pytest.approx(T_975_DOF2 * 0.05 / math.sqrt(3))
+    assert task["verdicts"]["beats_reference"]["holds"] is True
+    assert task["verdicts"]["paper_order"]["holds"] is True
+    assert task["warnings"] == []
+    metrics = {m["algorithm"]: m for m in payload["fronts"]["metrics"]}
+    for algorithm in FRONT:
+        assert metrics[algorithm]["runs"] == 5
+        assert metrics[algorithm]["hypervolume"] == pytest.approx(HYPERVOLUME[algorithm])
+        assert metrics[algorithm]["igd_plus"] == pytest.approx(IGD_PLUS[algorithm])
+    assert payload["fronts"]["reference_point"] == [0.0, 0.0]
+    assert {r["status"] for r in payload["runs"]} == {"done"} and len(payload["runs"]) == 14
+    assert payload["budget"]["iterations"] == quality.ITERATIONS and "git_commit" in payload["machine"]
+    printed = capsys.readouterr().out
+    assert "| **pama** | 3/3 seeds | 0.35 [" in printed and "### fronts" in printed
+
+
+def test_report_marks_missing_runs_and_exits_non_zero(tmp_path, capsys):
+    write_benchmark(tmp_path / "runs")
+    (tmp_path / "runs" / "sentiment_length" / "morlhf" / "uniform" / "seed2" / "eval.json").unlink()
+    assert quality.main([*report_args(tmp_path), "--report-only", "--no-fronts"]) == 1
+    payload = json.loads((tmp_path / "results" / "quality.json").read_text())
+    assert payload["tasks"]["sentiment_length"]["rows"]["morlhf"]["n"] == 2
+    assert [r["run_dir"].split("runs/")[1] for r in payload["runs"] if r["status"] == "missing"] == [
+        "sentiment_length/morlhf/uniform/seed2"
+    ]
+    assert "1 of 6 runs have no eval.json" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- orchestration
+def test_plan_reuses_the_uniform_run_as_the_middle_of_the_front():
+    args = quality.parse_args(["--tasks", "sentiment_length", "--algorithms", "pama,morlhf,mgda_ub"])
+    seed_runs, front_runs = quality.plan_runs(args)
+    every = quality.unique(seed_runs + front_runs)
+    assert len(seed_runs) == 9 and len(front_runs) == 10
+    assert len(every) == 9 + 8  # the two [0.5, 0.5] points are the seed-0 uniform runs
+    assert quality.Run("sentiment_length", "pama", None, 0) in front_runs
+
+
+def test_quick_presets_give_way_to_flags():
+    quick = quality.parse_args(["--quick"])
+    assert (quick.tasks, quick.algorithms, quick.seeds, quick.jobs) == (
+        ["sentiment_length"],
+        ["pama", "morlhf"],
+        [0],
+        2,
+    )
+    assert quick.out.name == "quality_quick" and quick.name == "quality_quick"
+    assert len(quality.unique(sum(quality.plan_runs(quick), []))) == 6
+    mixed = quality.parse_args(["--quick", "--iterations", "3", "--jobs", "1", "--no-fronts"])
+    assert (mixed.iterations, mixed.batch_size, mixed.jobs, mixed.front_algorithms) == (3, 8, 1, [])
+    full = quality.parse_args([])
+    assert (full.iterations, full.batch_size, full.max_new_tokens, full.jobs) == (30, 16, 48, 1)
+
+
+def test_threads_split_the_cores_between_jobs():
+    assert quality.thread_env(1, cores=2)["OMP_NUM_THREADS"] == "2"
+    assert quality.thread_env(2, cores=2)["MKL_NUM_THREADS"] == "1"
+    assert quality.thread_env(3, cores=2)["OMP_NUM_THREADS"] == "1"
+    assert quality.thread_env(2, cores=16)["OMP_NUM_THREADS"] == "8"
+
+
+def test_run_state_resume_rules(tmp_path):
+    overrides = ["algorithm=pama", "iterations=30"]
+    folder = tmp_path / "run"
+    assert quality.run_state(folder, overrides, force=False) == "fresh"
+    folder.mkdir()
+    (folder / quality.RUN_RECORD).write_text(json.dumps({"overrides": overrides}))
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert quality.run_state(folder, overrides, force=False) == "resume"
+    assert quality.run_state(folder, ["algorithm=pama", "iterations=8"], force=False) == "fresh"
+    (folder / "eval.json").write_text("{}")
+    assert quality.run_state(folder, overrides, force=False) == "done"
+    assert quality.run_state(folder, ["algorithm=pama", "iterations=8"], force=False) == "mismatch"
+    assert quality.run_state(folder, overrides, force=True) == "fresh"
+
+
+def fake_train(calls, fail=()):
+    """A stand-in for subprocess.run of train.py: writes eval.json unless the run is in ``fail``."""
+    real = subprocess.run
+
+    def run(cmd, **kwargs):
+        if "train.py" not in cmd:
+            return real(cmd, **kwargs)
+        calls.append(cmd)
+        folder = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        algorithm = next(a for a in cmd if a.startswith("algorithm=")).split("=", 1)[1]
+        if any(f in str(folder) for f in fail):
+            kwargs["stdout"].write("Traceback: boom\n")
+            return subprocess.CompletedProcess(cmd, 1)
+        write_run(folder, [0.3, 0.3], algorithm=algorithm)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    return run
+
+
+def test_done_runs_are_skipped_failures_reported_and_exit_non_zero(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "runs"
+    args = [
+        *report_args(tmp_path),
+        "--seeds",
+        "0,1",
+        "--no-fronts",
+        "--iterations",
+        "7",
+        "--extra",
+        "debug=tiny",
+    ]
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", fake_train(calls, fail=["morlhf/uniform/seed1"]))
+    assert quality.main(args) == 1
+    assert len(calls) == 4
+    assert all(
+        "iterations=7" in c and c[-2] == "debug=tiny" for c in calls
+    )  # --extra last, before the folder
+    log = out / "sentiment_length" / "morlhf" / "uniform" / "seed1" / "bench.log"
+    assert "boom" in log.read_text() and str(log) in capsys.readouterr().err
+    record = json.loads((log.parent / quality.RUN_RECORD).read_text())
+    assert record["returncode"] == 1 and record["attempts"] == 1
+
+    calls.clear()  # a second invocation trains only the failed run, from its checkpoint
+    (log.parent / "checkpoints").mkdir()
+    (log.parent / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setattr(subprocess, "run", fake_train(calls))
+    assert quality.main(args) == 0
+    assert [c[-2:] for c in calls] == [["ckpt_path=last", f"hydra.run.dir={log.parent}"]]
+    record = json.loads((log.parent / quality.RUN_RECORD).read_text())
+    assert record["returncode"] == 0 and record["attempts"] == 2 and "boom" in log.read_text()
+    calls.clear()
+    assert quality.main([*args, "--force"]) == 0  # retrains all four in emptied folders
+    assert len(calls) == 4 and not any("ckpt_path=last" in c for c in calls)
+    assert "boom" not in log.read_text() and not (log.parent / "checkpoints").exists()
+    with pytest.raises(SystemExit, match="trained with other overrides"):
+        quality.main([*args[:-4], "--iterations", "9"])
+
+
+# ------------------------------------------------------------------------------------- real smoke
+def test_real_tiny_runs_through_the_benchmark(tmp_path):
+    """Two tiny-model runs (a uniform one and a front point) as subprocesses, then the report."""
+    results = tmp_path / "results"
+    cmd = [sys.executable, "benchmarks/quality.py", "--quick", "--jobs", "2", "--algorithms", "pama",
+           "--front-algorithms", "pama", "--front-preferences", "0.5,0.5", "0.8,0.2", "--iterations", "2",
+           "--batch-size", "4", "--max-new-tokens", "4", "--eval-every", "2", "--out", str(tmp_path / "runs"),
+           "--results", str(results), "--extra", "debug=tiny", "data.val_size=4"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((results / "quality_quick.json").read_text())
+    assert [r["status"] for r in payload["runs"]] == ["done", "done"]
+    assert all(r["overrides"][-1] == "data.val_size=4" and r["wall_s"] > 0 for r in payload["runs"])
+    assert payload["runs"][1]["eval"]["preference"] == pytest.approx([0.8, 0.2])
+    assert payload["fronts"]["metrics"][0]["runs"] == 2 and (results / "quality_quick_front.png").is_file()
+    assert "2 runs: 0 done already, 2 to train" in done.stdout
