@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-merge clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ bench-solve: $(STAMP)
 
 bench-trl: $(STAMP)
 	$(PY) benchmarks/vs_trl.py $(ARGS)
+
+bench-merge: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/merged_sampling.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun
