@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-merge clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-trl: $(STAMP)
 # Trains every algorithm on every task (hours; ARGS="--quick" for ~15 min); resumable.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
+
+bench-merge: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/merged_sampling.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

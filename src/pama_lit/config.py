@@ -136,6 +136,8 @@ def _check_rollout_and_kl(cfg: DictConfig) -> None:
         raise ConfigError(f"rollout.top_p must be in (0, 1], got {r.top_p}")
     if r.top_k < 0:
         raise ConfigError(f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")
+    if not isinstance(r.get("merge_adapters", True), bool):
+        raise ConfigError(f"rollout.merge_adapters must be true or false, got {r.merge_adapters!r}")
     if cfg.model.get("max_prompt_length", 1) < 1:
         raise ConfigError(f"model.max_prompt_length must be >= 1, got {cfg.model.max_prompt_length}")
     if kl.controller not in KL_CONTROLLERS:

@@ -270,6 +270,7 @@ class PamaModule(L.LightningModule):
             top_k=cfg.get("top_k", 0),
             top_p=cfg.get("top_p", 1.0),
             do_sample=do_sample,
+            merge_adapters=cfg.get("merge_adapters", True),
         )
         response_mask = response_mask_from_eos(responses, self.eos_token_ids)
         responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)

@@ -1,4 +1,4 @@
-"""Policy models: loaders (embedded, tiny, hub), LoRA set-up, the policy with value heads."""
+"""Policy models: loaders (embedded, tiny, hub), LoRA set-up, the policy with value heads, merged sampling."""
 
 from pama_lit.models.loading import (
     LoadedModel,
@@ -6,6 +6,7 @@ from pama_lit.models.loading import (
     load_embedded_smollm2,
     load_hub_model,
 )
+from pama_lit.models.merging import merge_blocker, merged_adapters
 from pama_lit.models.policy import PolicyWithValueHeads
 
 __all__ = [
@@ -14,4 +15,6 @@ __all__ = [
     "build_tiny_llama",
     "load_embedded_smollm2",
     "load_hub_model",
+    "merge_blocker",
+    "merged_adapters",
 ]

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+
+from pama_lit.models.merging import merge_blocker, merged_adapters
+
+log = logging.getLogger(__name__)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -54,6 +59,7 @@ class PolicyWithValueHeads(nn.Module):
         if gradient_checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.uses_lora = lora is not None
+        self._merge_fallback_logged = False
         if self.uses_lora:
             from peft import LoraConfig, get_peft_model
 
@@ -153,8 +159,14 @@ class PolicyWithValueHeads(nn.Module):
         top_k: int = 0,
         top_p: float = 1.0,
         do_sample: bool = True,
+        merge_adapters: bool = True,
     ) -> torch.Tensor:
-        """Sample responses with the KV cache; returns (B,T) new tokens, T <= max_new_tokens."""
+        """Sample responses with the KV cache; returns (B,T) new tokens, T <= max_new_tokens.
+
+        With LoRA and ``merge_adapters`` the decoding runs through merged weights (``merged_adapters``:
+        no per-step adapter matmuls, base weights restored bit for bit); a model that cannot be merged
+        exactly (``merge_blocker``) samples through its unmerged adapters, with one warning.
+        """
         from transformers import GenerationConfig
 
         config = GenerationConfig(
@@ -172,8 +184,22 @@ class PolicyWithValueHeads(nn.Module):
         # trainable leaves only), which made bf16-mixed sampling slower than fp32: sample in the weights'
         # own dtype there. The log-probabilities PPO uses still come from the autocast forward passes.
         on_cpu = input_ids.device.type == "cpu"
-        with torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext():
+        with (
+            torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext(),
+            self._sampling_weights(merge_adapters),
+        ):
             out = self.lm.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config
             )
         return out[:, input_ids.shape[1] :]
+
+    def _sampling_weights(self, merge_adapters: bool) -> contextlib.AbstractContextManager:
+        if not (self.uses_lora and merge_adapters):
+            return contextlib.nullcontext()
+        reason = merge_blocker(self.lm)
+        if reason is None:
+            return merged_adapters(self.lm)
+        if not self._merge_fallback_logged:
+            log.warning("rollout.merge_adapters: sampling through unmerged adapters, because %s", reason)
+            self._merge_fallback_logged = True
+        return contextlib.nullcontext()
