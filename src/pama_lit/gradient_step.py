@@ -104,7 +104,7 @@ def mgda_backward(
     coef = solution.coefficients.to(losses)
     return (coef * losses).sum().detach(), {
         "loss/policy": (coef * pg).sum().detach(),
-        "loss/value": vf.sum().detach(),
+        "loss/value": vf.mean().detach(),
         "loss/value_heads": vf.detach(),
         "policy/entropy": entropy,
         "policy/clipfrac": pg_stats["clipfrac"].mean(),
