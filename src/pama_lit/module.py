@@ -152,6 +152,9 @@ class PamaModule(L.LightningModule):
             advantages, returns = self.advantages(rewards, rollout)  # 4
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
+        stats["value/explained_var"] = ops.explained_variance(
+            rollout.values, returns, rollout.response_mask, var_fn=distributed.masked_var
+        )  # the rollout's values against the returns built from them, over all ranks' tokens
         seq_kl = distributed.mean((kl * rollout.response_mask).sum(-1).mean())  # over every rank's samples
         self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
         self.last_scores = scores
@@ -309,7 +312,7 @@ class PamaModule(L.LightningModule):
                 self.policy, self.manual_backward, self.combiner.gradient_space,
                 rollout, advantages, returns, idx, pref, cfg, timer,
             )  # fmt: skip
-            self.apply_gradients(opt, loss)
+            stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
             return stats
         mask = rollout.response_mask[idx]
         logprobs, values, entropy = self.update_forward(rollout, idx)
@@ -322,7 +325,7 @@ class PamaModule(L.LightningModule):
         loss = pg_loss + cfg["vf_coef"] * vf_loss
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self.apply_gradients(opt, loss)
+        grad_norm = self.apply_gradients(opt, loss)
         binding = weights if weights.dim() == 1 else ops.masked_mean(weights, mask)
         return {
             "loss/policy": pg_loss.detach(),
@@ -331,6 +334,7 @@ class PamaModule(L.LightningModule):
             "policy/entropy": entropy,
             "policy/clipfrac": pg_stats["clipfrac"],
             "policy/approx_kl": pg_stats["approx_kl"],
+            "policy/grad_norm": grad_norm,
             "pareto/binding": binding.detach(),
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
         }
@@ -351,9 +355,15 @@ class PamaModule(L.LightningModule):
             entropy = ops.entropy_from_logits(logits)
         return logprobs, values, entropy
 
-    def apply_gradients(self, opt, loss: torch.Tensor) -> None:
-        """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite."""
-        if self.finite_gradients(loss):
+    def apply_gradients(self, opt, loss: torch.Tensor) -> torch.Tensor:
+        """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite.
+
+        Returns:
+            0-dim float32 total norm of the trainable gradients before clipping.
+        """
+        norms = [p.grad.detach().float().norm() for p in self.policy.parameters() if p.grad is not None]
+        norms = torch.stack(norms) if norms else torch.zeros(1, device=self.device)
+        if self.finite_gradients(loss, norms):
             if self.ppo_cfg.get("max_grad_norm"):
                 self.clip_gradients(
                     opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm"
@@ -364,9 +374,15 @@ class PamaModule(L.LightningModule):
         # Free the gradients now: kept until the next backward they would sit through the next rollout,
         # a parameter-sized block on top of the forward's activations under full fine-tuning.
         opt.zero_grad(set_to_none=True)
+        return torch.linalg.vector_norm(norms)
 
-    def finite_gradients(self, loss: torch.Tensor) -> bool:
-        """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step."""
+    def finite_gradients(self, loss: torch.Tensor, grad_norms: torch.Tensor) -> bool:
+        """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step.
+
+        Args:
+            loss: the minibatch's 0-dim loss.
+            grad_norms: (P,) the norm of each trainable gradient.
+        """
         finite = bool(torch.isfinite(loss))
         if not finite:
             log.warning(
@@ -374,13 +390,9 @@ class PamaModule(L.LightningModule):
                 loss.item(),
                 self.global_iteration,
             )
-        else:
-            grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-            if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
-                log.warning(
-                    "Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration
-                )
-                finite = False
+        elif not torch.isfinite(grad_norms).all():
+            log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
+            finite = False
         return distributed.all_true(finite, self.device)  # every rank steps, or none does
 
     # ------------------------------------------------------------------------------------ logging
@@ -397,9 +409,9 @@ class PamaModule(L.LightningModule):
             elif key == "pareto/binding":
                 for i, name in enumerate(self._stream_names()):
                     m[f"train/pareto/binding_frac/{name}"] = value[i]
-            elif key == "pareto/weight":
+            elif key in ("pareto/weight", "value/explained_var"):
                 for i, name in enumerate(self._stream_names()):
-                    m[f"train/pareto/weight/{name}"] = value[i]
+                    m[f"train/{key}/{name}"] = value[i]
         m["train/kl/ref"] = seq_kl
         m["train/kl/coef"] = self.kl_ctl.value
         m["train/response_length"] = rollout.lengths.float().mean()
