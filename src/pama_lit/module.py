@@ -24,7 +24,7 @@ from pama_lit import distributed, ops
 from pama_lit.algorithms import build_combiner
 from pama_lit.checkpointing import capture_rng, restore_rng
 from pama_lit.config import check_context_window
-from pama_lit.gradient_step import mgda_backward
+from pama_lit.gradient_step import mgda_backward, pareto_diagnostic
 from pama_lit.kl_control import build_kl_controller
 from pama_lit.losses import policy_loss, value_loss
 from pama_lit.models.policy import PolicyWithValueHeads
@@ -53,6 +53,8 @@ class PamaModule(L.LightningModule):
         eval_seed: seed of the sampling during validation (the same responses for the same policy).
         rewards_on_error: "raise" stops at a reward that raises or returns NaN/inf; "skip" leaves
             such samples out of the update and counts them in ``train/skipped_samples``.
+        diagnostics: ``every_n_iterations``: measure Pareto stationarity (``train/diag/*``) on the
+            iterations that divide by it; 0 or None = never.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class PamaModule(L.LightningModule):
         preference: list[float] | None = None,
         eval_seed: int = 1234,
         rewards_on_error: str = "raise",
+        diagnostics: DictConfig | dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -102,6 +105,7 @@ class PamaModule(L.LightningModule):
         self.skipped_steps = 0
         self.rewards_on_error = rewards_on_error
         self.skipped_samples = 0
+        self.diagnostics_every = int(_plain(diagnostics).get("every_n_iterations") or 0)
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -150,11 +154,19 @@ class PamaModule(L.LightningModule):
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
             rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.advantages(rewards, rollout)  # 4
+        diagnostics = {}
+        if self.diagnostics_every and self.global_iteration % self.diagnostics_every == 0:
+            with timer("diagnostics"):
+                diagnostics = self.pareto_diagnostics(rollout, scores, kl)
+        elif self.diagnostics_every:
+            diagnostics = self.unmeasured_diagnostics()
+            timer.seconds["diagnostics"] = 0.0
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, timer)  # 5
         stats["value/explained_var"] = ops.explained_variance(
             rollout.values, returns, rollout.response_mask, var_fn=distributed.masked_var
         )  # the rollout's values against the returns built from them, over all ranks' tokens
+        stats.update(diagnostics)
         seq_kl = distributed.mean((kl * rollout.response_mask).sum(-1).mean())  # over every rank's samples
         self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
         self.last_scores = scores
@@ -287,6 +299,45 @@ class PamaModule(L.LightningModule):
             advantages = ops.noon(advantages)
         return advantages, returns
 
+    def pareto_diagnostics(self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor) -> dict:
+        """Pareto stationarity of the policy about to be updated, measured alike for every algorithm.
+
+        Objective i's own loss is the clipped surrogate with objective i's whitened Monte-Carlo
+        return of its KL-shaped reward: no value baseline, which morlhf's single head could not give
+        per objective and which would make the measure depend on each algorithm's value heads; no
+        Noon, which only some algorithms apply. Taken before the update, at ratio 1, its gradient is
+        objective i's policy gradient. The gradients come from the iteration's first minibatch.
+
+        Args:
+            rollout: the iteration's samples.
+            scores: (B,K) raw scores, one per objective (not morlhf's scalarised stream).
+            kl: (B,T) per-token KL estimates of the reward shaping.
+
+        Returns:
+            ``gradient_step.pareto_diagnostic``'s detached stats.
+        """
+        cfg = self.ppo_cfg
+        mask = rollout.response_mask
+        rewards = ops.shape_rewards(scores, kl, mask, self.kl_ctl.value)
+        returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg["gamma"], 1.0)
+        advantages = distributed.masked_whiten(returns, mask)
+        idx = torch.arange(rollout.responses.shape[0] // cfg["num_minibatches"], device=self.device)
+        # With dropout on, the extra forward would draw from the random stream the update then uses.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return pareto_diagnostic(self.policy, rollout, advantages, idx, cfg["clip_coef"])
+
+    def unmeasured_diagnostics(self) -> dict[str, torch.Tensor]:
+        """NaN for every ``train/diag/*`` value, logged on the iterations between two measurements.
+
+        Lightning logs a step metric's last value again at every step that does not log it, which
+        would read as a fresh measurement.
+        """
+        nan = torch.full((len(self.objectives),), float("nan"), device=self.device)
+        stats = {"diag/min_norm": nan[0], "diag/weight": nan, "diag/grad_norm": nan}
+        if len(self.objectives) > 1:
+            stats["diag/grad_cos"] = nan[0]
+        return stats
+
     def ppo_update(
         self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, timer: PhaseTimer
     ) -> dict:
@@ -411,6 +462,9 @@ class PamaModule(L.LightningModule):
                     m[f"train/pareto/binding_frac/{name}"] = value[i]
             elif key in ("pareto/weight", "value/explained_var"):
                 for i, name in enumerate(self._stream_names()):
+                    m[f"train/{key}/{name}"] = value[i]
+            elif key in ("diag/weight", "diag/grad_norm"):
+                for i, name in enumerate(self.objectives):
                     m[f"train/{key}/{name}"] = value[i]
         m["train/kl/ref"] = seq_kl
         m["train/kl/coef"] = self.kl_ctl.value
