@@ -57,6 +57,7 @@ EQUAL_SETTINGS = [
     "ppo.vf_clip=0.2",
     "optimizer.lr=1e-5",
     f"objective.rewards.length.scale={NEW_TOKENS}",
+    "diagnostics.every_n_iterations=0",  # TRL has no stationarity measurement
 ]
 LORA = [
     "model.lora.r=8",

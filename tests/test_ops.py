@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pama_lit.ops import (
     entropy_from_logits,
+    explained_variance,
     gae,
     kl_penalty,
     last_token_index,
@@ -104,6 +105,35 @@ def test_masked_whiten_gives_zero_mean_unit_variance_per_objective(batch):
     torch.testing.assert_close(selected.mean(0), torch.zeros(k, dtype=torch.float64), atol=1e-9, rtol=0)
     torch.testing.assert_close(selected.var(0), torch.ones(k, dtype=torch.float64))
     assert torch.all(white[~mask] == 0)
+
+
+@FAST
+@given(batches())
+def test_explained_variance_matches_numpy_on_selected_elements(batch):
+    import numpy as np
+
+    seed, lengths, num_steps, k = batch
+    g = torch.Generator().manual_seed(seed)
+    returns = torch.randn(len(lengths), num_steps, k, generator=g, dtype=torch.float64)
+    values = returns + 0.5 * torch.randn(len(lengths), num_steps, k, generator=g, dtype=torch.float64)
+    values[~ragged_mask(lengths, num_steps)] = 1e6  # padding must not count
+    mask = ragged_mask(lengths, num_steps)
+    out = explained_variance(values, returns, mask)
+    assert out.shape == (k,)
+    y, v = returns[mask].numpy(), values[mask].numpy()  # (N, K)
+    for i in range(k):
+        if len(y) < 2:
+            assert math.isnan(out[i])
+        else:
+            assert out[i].item() == pytest.approx(1 - np.var(y[:, i] - v[:, i]) / np.var(y[:, i]), rel=1e-9)
+
+
+def test_explained_variance_of_perfect_constant_and_undefined_heads():
+    returns = torch.tensor([[[1.0, 2.0, 5.0], [3.0, 4.0, 5.0]]])  # (1,2,3): varying, varying, constant
+    values = returns.clone()
+    values[..., 1] = 7.0  # a constant prediction explains nothing, whatever the constant
+    out = explained_variance(values, returns, torch.ones(1, 2, dtype=torch.bool))
+    assert out[0] == 1 and out[1] == 0 and math.isnan(out[2])
 
 
 def test_masked_whiten_without_shift_keeps_the_mean():

@@ -48,3 +48,15 @@ def test_sweep_members_compose(path, tmp_path):
         preferences.add(tuple(round(float(w), 6) for w in pref))
     if "preference" in path.stem:
         assert len(preferences) == len(members), "each member must get its own preference vector"
+
+
+def test_hyperparameter_sweep_gives_every_algorithm_the_same_grid():
+    """A fair comparison: each algorithm at its best setting of one grid, not at PAMA's."""
+    members = expand(yaml.safe_load((ROOT / "sweeps" / "ppo_hparams.yaml").read_text()))
+    grids: dict[str, set[tuple[str, ...]]] = {}
+    for overrides in members:
+        (algorithm,) = [o.split("=", 1)[1] for o in overrides if o.startswith("algorithm=")]
+        grids.setdefault(algorithm, set()).add(tuple(o for o in overrides if not o.startswith("algorithm=")))
+    assert set(grids) >= {"pama", "pama_batch", "morlhf", "mgda_ub"}
+    first = next(iter(grids.values()))
+    assert len(first) >= 2 and all(grid == first for grid in grids.values())

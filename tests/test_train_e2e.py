@@ -174,3 +174,42 @@ def test_evaluations_are_labelled_with_the_iteration_just_completed(tmp_path, it
     lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == expected
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["iteration"] == iterations
+
+
+@pytest.mark.parametrize(("algorithm", "clamped"), [("morlhf_noon", True), ("morlhf", False)])
+def test_morlhf_noon_clamps_the_scalarised_advantage(tmp_path, monkeypatch, algorithm, clamped):
+    """The ablation that separates Noon from PAMA's combine rule: one scalarised stream, never negative."""
+    from pama_lit.algorithms import Morlhf
+
+    seen: list[torch.Tensor] = []
+    original = Morlhf.combine
+
+    def spy(self, advantages, mask, *args):
+        combined, weights = original(self, advantages, mask, *args)
+        seen.append(combined[mask.bool()])
+        return combined, weights
+
+    monkeypatch.setattr(Morlhf, "combine", spy)
+    cfg = compose_config(["debug=tiny", "iterations=2", "logger=none", f"algorithm={algorithm}"], tmp_path)
+    assert cfg.algorithm.name == "morlhf"
+    train(cfg)
+    combined = torch.cat(seen)
+    assert combined.numel() and combined.max() > 0
+    assert (combined.min() >= 0) == clamped
+    # Result files name the ablation, so that fronts keep it apart from plain morlhf.
+    assert json.loads((tmp_path / "eval.json").read_text())["algorithm"] == algorithm
+
+
+@pytest.mark.parametrize(
+    ("name", "noon", "label"),
+    [
+        ("morlhf", None, "morlhf"),
+        ("morlhf", True, "morlhf_noon"),
+        ("pama", True, "pama"),
+        ("pama", False, "pama_no_noon"),
+    ],
+)
+def test_result_files_name_a_noon_override(name, noon, label):
+    from pama_lit.algorithms import build_combiner
+
+    assert build_combiner(name, noon).label == label

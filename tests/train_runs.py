@@ -58,12 +58,18 @@ def start_train(overrides: list[str], run_dir: Path, log: Path, env: dict | None
 
 
 def iteration_metrics(csv_path: Path) -> dict[int, dict[str, float]]:
-    """Per-iteration ``train/`` metrics of a CSVLogger file, keyed by step; timings left out."""
+    """Per-iteration ``train/`` metrics of a CSVLogger file, keyed by step; timings and NaN left out.
+
+    NaN marks a value not measured at that iteration (``train/diag/*`` between two measurements) or
+    undefined (``train/value/explained_var/*`` of constant returns).
+    """
     rows: dict[int, dict[str, float]] = {}
     with open(csv_path) as f:
         for row in csv.DictReader(f):
             values = {
-                k: float(v) for k, v in row.items() if k.startswith("train/") and v and "/time/" not in k
+                k: float(v)
+                for k, v in row.items()
+                if k.startswith("train/") and v and v != "nan" and "/time/" not in k
             }
             if values:
                 rows[int(row["step"])] = values

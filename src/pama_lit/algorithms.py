@@ -17,6 +17,9 @@ mgda           K               no     gradients: min-norm over d L_i / d(trainab
 PAMA's two combiners take an ``active`` (K,) mask of the objectives that take part in the min
 (``excludes_objectives``); the scalarising and gradient baselines have nothing to exclude.
 
+``algorithm.noon`` overrides the Noon column: ``conf/algorithm/morlhf_noon.yaml`` is MORLHF with
+Noon, the ablation that separates Noon from PAMA's combine rule.
+
 The two MGDA baselines combine gradients, not advantages: ``gradient_space`` says where, and the
 module hands their minibatch to ``gradient_step.mgda_backward`` (method in ``gradient_methods``).
 """
@@ -48,6 +51,14 @@ class Combiner:
     noon: bool = True
     gradient_space: str | None = None
     excludes_objectives: bool = True
+
+    @property
+    def label(self) -> str:
+        """The algorithm in result files: ``name``, with ``_noon`` or ``_no_noon`` where
+        ``algorithm.noon`` overrides the default, so that an ablation gets a front of its own."""
+        if self.noon == type(self).noon:
+            return self.name
+        return f"{self.name}_noon" if self.noon else f"{self.name}_no_noon"
 
     def num_streams(self, num_objectives: int) -> int:
         """How many value heads / advantage streams the policy carries."""

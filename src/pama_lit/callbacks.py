@@ -92,7 +92,7 @@ def run_metadata(trainer, pl_module, policy: str = "trained") -> dict:
     """The run's identity in result files: algorithm, objectives, preference, iteration."""
     return {
         "run_dir": str(Path(trainer.default_root_dir).resolve()),
-        "algorithm": pl_module.combiner.name,
+        "algorithm": pl_module.combiner.label,
         "objectives": list(pl_module.objectives),
         "preference": [round(float(w), 6) for w in pl_module.preference],
         "policy": policy,

@@ -83,6 +83,9 @@ def validate_config(cfg: DictConfig) -> None:
     _check_objectives(cfg)
     _check_rollout_and_kl(cfg)
     _check_trainer(cfg)
+    every = (cfg.get("diagnostics") or {}).get("every_n_iterations", 0)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ConfigError(f"diagnostics.every_n_iterations must be an integer >= 0 (0 = off), got {every!r}")
     if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
         raise ConfigError(f"rewards_on_error must be 'raise' or 'skip', got {cfg.rewards_on_error!r}")
 

@@ -36,6 +36,30 @@ from pama_lit.losses import policy_loss, value_loss
 from pama_lit.pareto import min_norm_weights
 
 
+def per_objective_policy_losses(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Each objective's clipped surrogate from one forward pass.
+
+    Args:
+        logprobs: (B,T) log pi_theta of the response tokens (with grad).
+        old_logprobs: (B,T) log pi_old.
+        advantages: (B,T,K) per-objective advantages.
+        mask: (B,T) bool, True on real response tokens.
+        clip_coef: policy ratio clip epsilon.
+
+    Returns:
+        policy losses (K,) with grad; detached stats "clipfrac" (K,) and "approx_kl" (0-dim).
+    """
+    # policy_loss broadcasts: the shared ratio (B,T,1) against K advantage columns (B,T,K).
+    pg, stats = policy_loss(logprobs.unsqueeze(-1), old_logprobs.unsqueeze(-1), advantages, mask, clip_coef)
+    return pg, {"clipfrac": stats["clipfrac"], "approx_kl": stats["approx_kl"].squeeze(-1)}
+
+
 def per_objective_ppo_losses(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -64,8 +88,7 @@ def per_objective_ppo_losses(
         policy losses (K,) and value losses (K,), both with grad; detached stats "clipfrac" (K,)
         and "approx_kl" (0-dim).
     """
-    # policy_loss broadcasts: the shared ratio (B,T,1) against K advantage columns (B,T,K).
-    pg, stats = policy_loss(logprobs.unsqueeze(-1), old_logprobs.unsqueeze(-1), advantages, mask, clip_coef)
+    pg, stats = per_objective_policy_losses(logprobs, old_logprobs, advantages, mask, clip_coef)
     vf = torch.stack(
         [
             value_loss(
@@ -74,7 +97,7 @@ def per_objective_ppo_losses(
             for k in range(advantages.shape[-1])
         ]
     )
-    return pg, vf, {"clipfrac": stats["clipfrac"], "approx_kl": stats["approx_kl"].squeeze(-1)}
+    return pg, vf, stats
 
 
 def flatten_gradients(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -85,6 +108,30 @@ def flatten_gradients(grads: Sequence[torch.Tensor | None], params: Sequence[tor
             for g, p in zip(grads, params, strict=True)
         ]
     )
+
+
+def per_objective_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The flat gradient of each of K losses with respect to ``params``: one backward pass each.
+
+    ``torch.autograd.grad`` returns the gradients instead of accumulating them, so no ``.grad``
+    changes; the graph is freed after the last pass.
+
+    Args:
+        losses: (K,) losses sharing one graph.
+        params: the D parameters' tensors, in the order of the flat vectors.
+
+    Returns:
+        (K, D) one flat gradient per loss, zeros where a parameter got none.
+    """
+    k = losses.shape[0]
+    flat = None
+    for i in range(k):
+        grads = torch.autograd.grad(losses[i], params, retain_graph=i < k - 1, allow_unused=True)
+        g = flatten_gradients(grads, params)
+        if flat is None:
+            flat = g.new_empty(k, g.numel())
+        flat[i] = g
+    return flat
 
 
 def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
@@ -139,6 +186,27 @@ def solve_min_norm(gram: torch.Tensor, preference: torch.Tensor | None = None) -
     scales = preference_scales(preference.to(gram))
     weights, value = min_norm_weights(gram * scales[:, None] * scales[None, :])
     return MinNormSolution(weights=weights, coefficients=weights * scales, norm=value.sqrt())
+
+
+def mean_pairwise_cosine(gram: torch.Tensor) -> torch.Tensor:
+    """Mean cosine <g_i, g_j> / (||g_i|| ||g_j||) over the pairs i < j, from the (K,K) Gram matrix.
+
+    The cosine of the two gradients for K = 2; a zero gradient counts as orthogonal (cosine 0).
+
+    Args:
+        gram: (K,K) Gram matrix, K >= 2.
+
+    Returns:
+        0-dim, in [-1, 1].
+    """
+    k = gram.shape[0]
+    if k < 2:
+        raise ValueError(f"a pairwise cosine needs at least two gradients, got {k}")
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    outer = norms[:, None] * norms[None, :]
+    cosines = torch.where(outer > 0, gram / torch.where(outer > 0, outer, 1), torch.zeros_like(gram))
+    i, j = torch.triu_indices(k, k, offset=1, device=gram.device)
+    return cosines[i, j].clamp(-1, 1).mean()
 
 
 def combine_gradients(grads: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,9 @@ last hidden states or to the shared trainable parameters), solves the min-norm p
 combined gradient in ``.grad``; the module then checks, clips and steps as for every algorithm.
 The math is in ``gradient_methods``; see its docstring for the method and the preference variant.
 
+``pareto_diagnostic`` reuses the same pieces (per-objective losses and gradients, the min-norm
+solve) to measure Pareto stationarity for every algorithm (``train/diag/*``), leaving ``.grad`` alone.
+
 Timers: ``objective_grads`` covers the K per-objective backward passes, ``pareto_solve`` the
 weighting step itself (Gram matrix, min-norm solve, combination), the key PAMA's closed form uses.
 """
@@ -19,8 +22,10 @@ import torch
 from pama_lit import distributed, ops
 from pama_lit.gradient_methods import (
     combine_gradients,
-    flatten_gradients,
     gram_matrix,
+    mean_pairwise_cosine,
+    per_objective_gradients,
+    per_objective_policy_losses,
     per_objective_ppo_losses,
     solve_min_norm,
     write_gradients,
@@ -106,7 +111,7 @@ def mgda_backward(
     coef = solution.coefficients.to(losses)
     return (coef * losses).sum().detach(), {
         "loss/policy": (coef * pg).sum().detach(),
-        "loss/value": vf.sum().detach(),
+        "loss/value": vf.mean().detach(),
         "loss/value_heads": vf.detach(),
         "policy/entropy": entropy,
         "policy/clipfrac": pg_stats["clipfrac"].mean(),
@@ -139,23 +144,60 @@ def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coe
 
 def _parameter_step(losses, shared, heads, preference, timer):
     """MGDA: K full backward passes, the Gram matrix of the flat shared gradients, written back."""
-    k = losses.shape[0]
-    params = shared + heads
-    head_grads = [torch.zeros_like(p) for p in heads]
     with timer("objective_grads"):
-        flat = None
-        for i in range(k):
-            grads = torch.autograd.grad(losses[i], params, retain_graph=i < k - 1, allow_unused=True)
-            g_shared = flatten_gradients(grads[: len(shared)], shared)
-            if flat is None:
-                flat = g_shared.new_empty(k, g_shared.numel())
-            flat[i] = g_shared
-            for acc, g in zip(head_grads, grads[len(shared) :], strict=True):
-                if g is not None:
-                    acc.add_(g)
+        flat = per_objective_gradients(losses, shared + heads)
+    num_shared = sum(p.numel() for p in shared)
     with timer("pareto_solve"):
-        solution = solve_min_norm(gram_matrix(flat), preference)
-        write_gradients(shared, combine_gradients(flat, solution.coefficients))
-        for p, g in zip(heads, head_grads, strict=True):
-            p.grad = g
+        solution = solve_min_norm(gram_matrix(flat[:, :num_shared]), preference)
+        write_gradients(shared, combine_gradients(flat[:, :num_shared], solution.coefficients))
+        # Task-specific value heads: each takes its own objective's gradient, unweighted.
+        write_gradients(heads, flat[:, num_shared:].sum(0))
     return solution
+
+
+def pareto_diagnostic(
+    policy: PolicyWithValueHeads,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    idx: torch.Tensor,
+    clip_coef: float,
+    temperature: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """How close the policy is to Pareto stationarity: MGDA's min-norm point of K policy gradients.
+
+    Objective i's gradient g_i is that of its own clipped surrogate with ``advantages[..., i]``,
+    with respect to the shared trainable parameters (the value heads take no part in a policy
+    loss). On several ranks each g_i is averaged over ranks first, as DDP averages gradients. The
+    min-norm problem is solved without preference: stationarity is a property of the objectives,
+    not of the weights an algorithm trains with. No ``.grad`` changes.
+
+    Args:
+        policy: the policy with its value heads.
+        rollout: the iteration's samples.
+        advantages: (B,T,K) each objective's own advantages over the whole batch.
+        idx: (M,) the rows of the minibatch the gradients are taken on.
+        clip_coef: policy ratio clip epsilon.
+        temperature: the sampling temperature; log-probabilities are those of softmax(logits / temperature).
+
+    Returns:
+        detached "diag/min_norm" (0-dim): ||sum_i c_i g_i|| at the min-norm weights c (0 at a
+        Pareto-stationary point); "diag/weight" (K,): c, on the simplex; "diag/grad_norm" (K,):
+        ||g_i||; and, for K >= 2, "diag/grad_cos" (0-dim): the mean pairwise cosine of the g_i.
+    """
+    logits, _ = policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
+    logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], temperature)
+    del logits
+    losses, _ = per_objective_policy_losses(
+        logprobs, rollout.logprobs[idx], advantages[idx], rollout.response_mask[idx], clip_coef
+    )
+    shared = [p for p in policy.lm.parameters() if p.requires_grad]
+    gram = gram_matrix(distributed.mean(per_objective_gradients(losses, shared)))
+    solution = solve_min_norm(gram)
+    stats = {
+        "diag/min_norm": solution.norm,
+        "diag/weight": solution.weights,
+        "diag/grad_norm": gram.diagonal().clamp(min=0).sqrt(),
+    }
+    if gram.shape[0] > 1:
+        stats["diag/grad_cos"] = mean_pairwise_cosine(gram)
+    return {key: value.detach() for key, value in stats.items()}

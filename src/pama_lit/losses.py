@@ -51,9 +51,11 @@ def value_loss(
     mask: torch.Tensor,
     clip_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped value loss, one per value head, summed over heads.
+    """Clipped value loss, one per value head, averaged over heads.
 
-    Per head i: 0.5 * masked_mean(max((v - G)^2, (clip(v, v_old - c, v_old + c) - G)^2)).
+    Per head i: 0.5 * masked_mean(max((v - G)^2, (clip(v, v_old - c, v_old + c) - G)^2)). The mean,
+    not the sum: the K heads share one trunk, and a sum would give the value loss K times the weight
+    of MORLHF's single head at the same ``vf_coef``.
 
     Args:
         values: (B,T,K) current value-head outputs (with grad).
@@ -63,11 +65,11 @@ def value_loss(
         clip_coef: value clip range (CleanRL's ``clip_coef`` with ``clip_vloss``, TRL's ``cliprange_value``).
 
     Returns:
-        total (0-dim, the sum over heads) and per_head (K,) detached.
+        total (0-dim, the mean over heads) and per_head (K,) detached.
     """
     old_values = old_values.detach()
     returns = returns.detach()
     clipped_values = old_values + (values - old_values).clamp(-clip_coef, clip_coef)
     losses = torch.maximum((values - returns).square(), (clipped_values - returns).square())
     per_head = 0.5 * masked_mean(losses, mask)
-    return per_head.sum(), per_head.detach()
+    return per_head.mean(), per_head.detach()

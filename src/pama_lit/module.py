@@ -24,7 +24,7 @@ from pama_lit import distributed, ops
 from pama_lit.algorithms import build_combiner
 from pama_lit.checkpointing import capture_rng, restore_rng
 from pama_lit.config import check_context_window
-from pama_lit.gradient_step import mgda_backward
+from pama_lit.gradient_step import mgda_backward, pareto_diagnostic
 from pama_lit.kl_control import build_kl_controller
 from pama_lit.losses import policy_loss, value_loss
 from pama_lit.models.policy import PolicyWithValueHeads
@@ -55,6 +55,8 @@ class PamaModule(L.LightningModule):
         eval_seed: seed of the sampling during validation (the same responses for the same policy).
         rewards_on_error: "raise" stops at a reward that raises or returns NaN/inf; "skip" leaves
             such samples out of the update and counts them in ``train/skipped_samples``.
+        diagnostics: ``every_n_iterations``: measure Pareto stationarity (``train/diag/*``) on the
+            iterations that divide by it; 0 or None = never.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class PamaModule(L.LightningModule):
         preference: list[float] | None = None,
         eval_seed: int = 1234,
         rewards_on_error: str = "raise",
+        diagnostics: DictConfig | dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -114,6 +117,7 @@ class PamaModule(L.LightningModule):
         # state, which validation inside fit() sees before it counts the iteration just finished.
         self.completed_iterations = 0
         self.last_eval_iteration: int | None = None
+        self.diagnostics_every = int(_plain(diagnostics).get("every_n_iterations") or 0)
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -163,10 +167,21 @@ class PamaModule(L.LightningModule):
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
             rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.advantages(rewards, rollout)  # 4
+        diagnostics = {}
+        if self.diagnostics_every and self.global_iteration % self.diagnostics_every == 0:
+            with timer("diagnostics"):
+                diagnostics = self.pareto_diagnostics(rollout, scores, kl)
+        elif self.diagnostics_every:
+            diagnostics = self.unmeasured_diagnostics()
+            timer.seconds["diagnostics"] = 0.0
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, timer, active)  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
+        stats["value/explained_var"] = ops.explained_variance(
+            rollout.values, returns, rollout.response_mask, var_fn=distributed.masked_var
+        )  # the rollout's values against the returns built from them, over all ranks' tokens
+        stats.update(diagnostics)
         # The controller's target is a k1 sequence KL (TRL's semantics), whatever estimator shapes the rewards.
         k1 = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1")
         seq_kl = distributed.mean((k1 * rollout.response_mask).sum(-1).mean())  # over every rank's samples
@@ -348,6 +363,47 @@ class PamaModule(L.LightningModule):
             advantages = ops.noon(advantages)
         return advantages, returns
 
+    def pareto_diagnostics(self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor) -> dict:
+        """Pareto stationarity of the policy about to be updated, measured alike for every algorithm.
+
+        Objective i's own loss is the clipped surrogate with objective i's whitened Monte-Carlo
+        return of its KL-shaped reward: no value baseline, which morlhf's single head could not give
+        per objective and which would make the measure depend on each algorithm's value heads; no
+        Noon, which only some algorithms apply. Taken before the update, at ratio 1, its gradient is
+        objective i's policy gradient. The gradients come from the iteration's first minibatch.
+
+        Args:
+            rollout: the iteration's samples.
+            scores: (B,K) raw scores, one per objective (not morlhf's scalarised stream).
+            kl: (B,T) per-token KL estimates of the reward shaping.
+
+        Returns:
+            ``gradient_step.pareto_diagnostic``'s detached stats.
+        """
+        cfg = self.ppo_cfg
+        mask = rollout.response_mask
+        rewards = ops.shape_rewards(scores, kl, mask, self.kl_ctl.value)
+        returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg["gamma"], 1.0)
+        advantages = distributed.masked_whiten(returns, mask)
+        idx = torch.arange(rollout.responses.shape[0] // cfg["num_minibatches"], device=self.device)
+        # With dropout on, the extra forward would draw from the random stream the update then uses.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return pareto_diagnostic(
+                self.policy, rollout, advantages, idx, cfg["clip_coef"], self.temperature
+            )
+
+    def unmeasured_diagnostics(self) -> dict[str, torch.Tensor]:
+        """NaN for every ``train/diag/*`` value, logged on the iterations between two measurements.
+
+        Lightning logs a step metric's last value again at every step that does not log it, which
+        would read as a fresh measurement.
+        """
+        nan = torch.full((len(self.objectives),), float("nan"), device=self.device)
+        stats = {"diag/min_norm": nan[0], "diag/weight": nan, "diag/grad_norm": nan}
+        if len(self.objectives) > 1:
+            stats["diag/grad_cos"] = nan[0]
+        return stats
+
     def ppo_update(
         self,
         rollout: Rollout,
@@ -383,7 +439,7 @@ class PamaModule(L.LightningModule):
                 self.policy, self.manual_backward, self.combiner.gradient_space,
                 rollout, advantages, returns, idx, pref, cfg, timer, temperature=self.temperature,
             )  # fmt: skip
-            self.apply_gradients(opt, loss)
+            stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
             return stats
         mask = rollout.response_mask[idx]
         logprobs, values, entropy = self.update_forward(rollout, idx)
@@ -398,7 +454,7 @@ class PamaModule(L.LightningModule):
         loss = pg_loss + cfg["vf_coef"] * vf_loss
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self.apply_gradients(opt, loss)
+        grad_norm = self.apply_gradients(opt, loss)
         pareto = combine_stats(advantages[idx], combined.detach(), weights.detach(), mask)
         stats = {
             "loss/policy": pg_loss.detach(),
@@ -407,6 +463,7 @@ class PamaModule(L.LightningModule):
             "policy/entropy": entropy,
             "policy/clipfrac": pg_stats["clipfrac"],
             "policy/approx_kl": pg_stats["approx_kl"],
+            "policy/grad_norm": grad_norm,
             "pareto/binding": pareto["binding"],
             "pareto/active_frac": pareto["active_frac"],
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
@@ -431,9 +488,15 @@ class PamaModule(L.LightningModule):
             entropy = ops.entropy_from_logits(logits, self.temperature)
         return logprobs, values, entropy
 
-    def apply_gradients(self, opt, loss: torch.Tensor) -> None:
-        """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite."""
-        if self.finite_gradients(loss):
+    def apply_gradients(self, opt, loss: torch.Tensor) -> torch.Tensor:
+        """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite.
+
+        Returns:
+            0-dim float32 total norm of the trainable gradients before clipping.
+        """
+        norms = [p.grad.detach().float().norm() for p in self.policy.parameters() if p.grad is not None]
+        norms = torch.stack(norms) if norms else torch.zeros(1, device=self.device)
+        if self.finite_gradients(loss, norms):
             if self.ppo_cfg.get("max_grad_norm"):
                 self.clip_gradients(
                     opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm"
@@ -444,9 +507,15 @@ class PamaModule(L.LightningModule):
         # Free the gradients now: kept until the next backward they would sit through the next rollout,
         # a parameter-sized block on top of the forward's activations under full fine-tuning.
         opt.zero_grad(set_to_none=True)
+        return torch.linalg.vector_norm(norms)
 
-    def finite_gradients(self, loss: torch.Tensor) -> bool:
-        """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step."""
+    def finite_gradients(self, loss: torch.Tensor, grad_norms: torch.Tensor) -> bool:
+        """True when the loss and every gradient are finite on every rank: a NaN never reaches the optimizer step.
+
+        Args:
+            loss: the minibatch's 0-dim loss.
+            grad_norms: (P,) the norm of each trainable gradient.
+        """
         finite = bool(torch.isfinite(loss))
         if not finite:
             log.warning(
@@ -454,13 +523,9 @@ class PamaModule(L.LightningModule):
                 loss.item(),
                 self.global_iteration,
             )
-        else:
-            grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-            if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
-                log.warning(
-                    "Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration
-                )
-                finite = False
+        elif not torch.isfinite(grad_norms).all():
+            log.warning("Non-finite gradient at iteration %d: optimizer step skipped", self.global_iteration)
+            finite = False
         return distributed.all_true(finite, self.device)  # every rank steps, or none does
 
     # ------------------------------------------------------------------------------------ logging
@@ -477,9 +542,12 @@ class PamaModule(L.LightningModule):
             elif key == "pareto/binding":
                 for i, name in enumerate(self._stream_names()):
                     m[f"train/pareto/binding_frac/{name}"] = value[i]
-            elif key == "pareto/weight":
+            elif key in ("pareto/weight", "value/explained_var"):
                 for i, name in enumerate(self._stream_names()):
-                    m[f"train/pareto/weight/{name}"] = value[i]
+                    m[f"train/{key}/{name}"] = value[i]
+            elif key in ("diag/weight", "diag/grad_norm"):
+                for i, name in enumerate(self.objectives):
+                    m[f"train/{key}/{name}"] = value[i]
             elif key == "pareto/noon_zero_frac":
                 for i, name in enumerate(self._stream_names()):
                     m[f"train/pareto/noon_zero_frac/{name}"] = value[i]

@@ -100,6 +100,35 @@ def masked_whiten(
     return torch.where(_expand_mask(mask, x), whitened, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def explained_variance(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    var_fn: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """How much of the returns' spread the value heads predict: 1 - Var(G - V) / Var(G), masked.
+
+    1 is a perfect value head, 0 one no better than a constant, below 0 one worse than a constant.
+
+    Args:
+        values: (*M, *E) value estimates V, e.g. (B,T,K).
+        returns: (*M, *E) the targets G, e.g. the GAE returns (B,T,K).
+        mask: (*M) bool, e.g. (B,T).
+        var_fn: the variance, ``masked_var(x, mask, unbiased=True)`` by default; ``distributed``
+            passes its all-rank version. Its Bessel correction cancels in the ratio.
+
+    Returns:
+        (*E) one value per trailing dim, e.g. (K,); NaN where the returns do not vary (fewer than two
+        masked positions, or constant returns), where the ratio is undefined.
+    """
+    var = var_fn or masked_var
+    var_returns = var(returns, mask, unbiased=True)
+    var_residual = var(returns - values, mask, unbiased=True)
+    defined = var_returns > 0
+    ratio = var_residual / torch.where(defined, var_returns, torch.ones_like(var_returns))
+    return torch.where(defined, 1 - ratio, torch.full_like(ratio, float("nan")))
+
+
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from sampled-token logprobs (TRL's ``kl_penalty``).
 

@@ -80,6 +80,7 @@ def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
         preference=cfg.preference,
         eval_seed=cfg.eval.seed,
         rewards_on_error=cfg.get("rewards_on_error", "raise"),
+        diagnostics=cfg.get("diagnostics"),
     )
 
 
