@@ -182,7 +182,8 @@ def test_an_already_merged_model_is_refused():
 
 
 def test_unmergeable_policy_samples_unmerged_and_says_so_once(caplog):
-    policy = PolicyWithValueHeads(tiny_llama(), num_value_heads=1,
+    # no_dropout=False: by default the policy zeroes every dropout, the adapters' too.
+    policy = PolicyWithValueHeads(tiny_llama(), num_value_heads=1, no_dropout=False,
                                   lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj"]})  # fmt: skip
     policy.lm.train()
     layer = policy.lm.base_model.model.model.layers[0].self_attn.q_proj
