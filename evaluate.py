@@ -3,9 +3,12 @@
 import json
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pama_lit.evaluate import evaluate
+from pama_lit.evaluate import evaluate, log_dir
+
+# hydra.run.dir of conf/evaluate.yaml: resolved, and created, before main() runs.
+OmegaConf.register_new_resolver("pama_evaluate_dir", log_dir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

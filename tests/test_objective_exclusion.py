@@ -76,9 +76,9 @@ def test_veto_threshold_leaves_out_light_objectives_only_for_pama():
 @pytest.mark.parametrize(
     "override,match",
     [
-        ("algorithm.veto_threshold=0.6", r"algorithm.veto_threshold must be in \[0, 0.5\].*got 0.6"),
-        ("algorithm.veto_threshold=-0.1", "algorithm.veto_threshold"),
-        ("algorithm.min_score_std=-1", "algorithm.min_score_std must be >= 0"),
+        ("algorithm.veto_threshold=0.6", r"algorithm.veto_threshold=0.6: .*\[0, 0.5\]"),
+        ("algorithm.veto_threshold=-0.1", r"algorithm.veto_threshold=-0.1: .*>= 0"),
+        ("algorithm.min_score_std=-1", r"algorithm.min_score_std=-1: .*>= 0"),
     ],
 )
 def test_bad_exclusion_settings_are_refused(override, match):

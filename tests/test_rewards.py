@@ -39,7 +39,7 @@ def humor(tmp_path_factory) -> HumorClassifier:
         mp.setenv("PAMA_LIT_CACHE", str(tmp_path_factory.mktemp("pama_cache")))
         reward = HumorClassifier()
         score(reward, ["warm-up"])  # trains and writes the artifact
-        assert (cache_dir() / "humor_classifier_v1.json").exists()
+        assert (cache_dir() / "humor_classifier_v1" / "classifier.json").exists()
     return reward
 
 

@@ -12,10 +12,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import random
+import re
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,30 +67,149 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+_RESUME_ELSEWHERE = "resume from another checkpoint in the same folder"
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole ``torch.save`` archive, or None; reads only the zip directory.
+
+    ``torch.save`` writes a zip archive whose central directory is at the end of the file, so a
+    truncated file, random bytes and an empty zip are all told apart from a complete one here.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return f"{size} bytes that are not a whole PyTorch zip archive: truncated or corrupt"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"its zip directory cannot be read ({err})"
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return f"a zip archive without the data.pkl of a torch.save file ({len(names)} entries)"
+    return None
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike,
+    map_location: Any = "cpu",
+    what: str = "checkpoint",
+    remedy: str = _RESUME_ELSEWHERE,
+) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with errors that say what went wrong.
 
+    Args:
+        path: a file written by ``torch.save``.
+        map_location: where tensors load.
+        what: the file's role, for messages ("checkpoint", "value heads").
+        remedy: what to do about a damaged file, for messages.
+
     Raises:
-        CheckpointError: the file is missing, truncated or corrupt, or holds pickled objects other
-            than tensors and plain containers (then it was not written by pama_lit, or was altered).
+        CheckpointError: the file is missing, damaged (empty, truncated, random bytes, an empty
+            zip), or holds pickled objects other than tensors and plain containers (then it was not
+            written by pama_lit, or was altered).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    path = check_torch_file(path, what, remedy)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds pickled objects that are not tensors or plain containers, so it "
-            f"is not loaded (weights_only=True): {first}. pama_lit checkpoints never hold such objects; "
-            "this file was written by other code or altered"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "it is truncated or corrupt: resume from another checkpoint in the same folder"
-        ) from None
+        if "Unsupported global" not in str(err):
+            problem = _first_line(err)
+        else:
+            raise CheckpointError(
+                f"{what} {str(path)!r} holds pickled objects that are not tensors or plain containers, so "
+                f"it is not loaded (weights_only=True): {_unsupported(err)}. pama_lit never saves such "
+                "objects; this file was written by other code or altered"
+            ) from None
+    except Exception as err:  # a damaged archive fails in zip, pickle, storage or unicode decoding
+        problem = _first_line(err)
+    raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}); {remedy}")
+
+
+def check_torch_file(
+    path: str | os.PathLike, what: str = "checkpoint", remedy: str = _RESUME_ELSEWHERE
+) -> Path:
+    """``path`` as a Path when it exists and is a whole ``torch.save`` archive (see :func:`torch_file_problem`).
+
+    Raises:
+        CheckpointError: missing or damaged, naming ``what`` and the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist; {remedy}")
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}); {remedy}")
+    return path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _unsupported(err: pickle.UnpicklingError) -> str:
+    """``Unsupported global: GLOBAL x.y``, the class torch's weights-only loader refused."""
+    found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
+    return found.group(0) if found else _first_line(err)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file, or None; reads only its header.
+
+    The format is an 8-byte header length, a JSON header with each tensor's byte range, then the
+    data: a file whose size differs from the header's last byte is truncated or padded.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        return f"{size} bytes, shorter than a safetensors header"
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > size - 8:
+            return f"{size} bytes, but the header alone claims {length}: truncated or not safetensors"
+        try:
+            header = json.loads(f.read(length))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            return f"its header is not safetensors JSON ({type(err).__name__})"
+    if 8 + length + end != size:
+        return f"{size} bytes, its header describes {8 + length + end}: truncated or corrupt"
+    return None
+
+
+def check_safetensors_file(path: str | os.PathLike, what: str = "weights", remedy: str = "") -> Path:
+    """``path`` as a Path when it exists and is a whole safetensors file (see :func:`safetensors_problem`).
+
+    Raises:
+        CheckpointError: missing or damaged, naming ``what`` and the path.
+    """
+    path = Path(path)
+    tail = f"; {remedy}" if remedy else ""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist{tail}")
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}){tail}")
+    return path
+
+
+def load_safetensors_file(
+    path: str | os.PathLike, device: str = "cpu", what: str = "weights", remedy: str = ""
+) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with errors that name the file and say it is damaged.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt.
+    """
+    from safetensors.torch import load_file
+
+    path = check_safetensors_file(path, what, remedy)
+    try:
+        return load_file(path, device=device)
+    except Exception as err:  # SafetensorError, OSError, or a bad dtype in a forged header
+        tail = f"; {remedy}" if remedy else ""
+        raise CheckpointError(f"{what} {str(path)!r} is damaged ({_first_line(err)}){tail}") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -182,7 +305,15 @@ def read_run_state(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: unreadable, unsafe, or not written by pama_lit.
     """
-    checkpoint = load_checkpoint_file(path)
+    return run_state(load_checkpoint_file(path), path)
+
+
+def run_state(checkpoint: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The ``pama`` section of a loaded checkpoint.
+
+    Raises:
+        CheckpointError: the checkpoint has none (it was not written by pama_lit).
+    """
     state = checkpoint.get("pama") if isinstance(checkpoint, dict) else None
     if state is None:
         raise CheckpointError(

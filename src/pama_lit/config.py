@@ -1,10 +1,17 @@
-"""Start-up checks of a composed config: every mistake that needs no model is reported before one loads."""
+"""Start-up checks of a composed config: every mistake that needs no model is reported before one loads.
+
+``validate_config`` first runs the declarative table :data:`VALUE_RULES` (every scalar key's type and
+range, one message format ``<key>=<value>: must be <what is allowed>``), then the checks that relate
+several keys (a minibatch count that divides the batch, a veto threshold below the largest weight...).
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from pama_lit.algorithms import COMBINERS
 from pama_lit.kl_control import KL_CONTROLLERS
@@ -16,12 +23,171 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key, the value and what is allowed."""
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one config key accepts: a type, an optional range, and whether null is allowed.
+
+    Integers must be ints as YAML and the command line write them: ``2.0`` is refused (write ``2``),
+    and so is a bool, although Python counts ``True`` as the int 1. Numbers take ints and finite floats.
+    """
+
+    kind: str  # "int", "number" or "bool"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is excluded
+    high_open: bool = False
+    nullable: bool = False
+    note: str = ""  # what special values mean, e.g. "0 = off"
+    length: int | None = None  # a list of exactly this many values, each checked
+
+    def accepts(self, value: object) -> bool:
+        if value is None:
+            return self.nullable
+        if self.length is not None:
+            return (
+                isinstance(value, list)
+                and len(value) == self.length
+                and all(self._accepts_one(v) for v in value)
+            )
+        return self._accepts_one(value)
+
+    def _accepts_one(self, value: object) -> bool:
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """What the key accepts, e.g. ``an integer >= 1`` or ``a number in (0, 1], or null``."""
+        if self.kind == "bool":
+            text = "true or false"
+        elif self.length is not None:
+            text = f"a list of {self.length} numbers{self._range()}"
+        else:
+            text = ("an integer" if self.kind == "int" else "a number") + self._range()
+        if self.note:
+            text += f" ({self.note})"
+        return text + (", or null" if self.nullable else "")
+
+    def _range(self) -> str:
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f" in {left}{lo}, {hi}{right}"
+        if lo is not None:
+            return f" {'>' if self.low_open else '>='} {lo}"
+        if hi is not None:
+            return f" {'<' if self.high_open else '<='} {hi}"
+        return ""
+
+
+def _int(low: int | None = None, high: int | None = None, **kwargs) -> Rule:
+    return Rule("int", low, high, **kwargs)
+
+
+def _num(low: float | None = None, high: float | None = None, **kwargs) -> Rule:
+    return Rule("number", low, high, **kwargs)
+
+
+_BOOL = Rule("bool")
+_SEED = _int(0, 2**32 - 1)  # numpy's seed range, which Lightning's seed_everything enforces
+_UNIT = _num(0, 1)
+
+# Every scalar key of conf/ a user may set, checked in this order before anything else; a key absent
+# from the composed config (another data source, a model without LoRA settings) is skipped.
+VALUE_RULES: dict[str, Rule] = {
+    "seed": _SEED,
+    "iterations": _int(1),
+    "preference_grid.steps": _int(1, nullable=True),
+    "preference_grid.index": _int(0, nullable=True),
+    "rollout.batch_size": _int(1),
+    "rollout.max_new_tokens": _int(1),
+    "rollout.min_new_tokens": _int(0),
+    "rollout.temperature": _num(0, low_open=True),
+    "rollout.top_k": _int(0, note="0 = off"),
+    "rollout.top_p": _num(0, 1, low_open=True),
+    "rollout.merge_adapters": _BOOL,
+    "ppo.epochs": _int(1),
+    "ppo.num_minibatches": _int(1),
+    "ppo.clip_coef": _num(0, low_open=True),
+    "ppo.vf_coef": _num(0),
+    "ppo.vf_clip": _num(0, low_open=True),
+    "ppo.gamma": _UNIT,
+    "ppo.gae_lambda": _UNIT,
+    "ppo.whiten_advantages": _BOOL,
+    "ppo.max_grad_norm": _num(0, nullable=True, note="0 or null = no clipping"),
+    "ppo.kl.init_coef": _num(0),
+    "ppo.kl.target": _num(0, low_open=True, nullable=True),
+    "ppo.kl.horizon": _num(0, low_open=True),
+    "optimizer.lr": _num(0, low_open=True),
+    "optimizer.weight_decay": _num(0),
+    "optimizer.betas": _num(0, 1, high_open=True, length=2),
+    "eval.seed": _SEED,
+    "eval.every_n_iterations": _int(1),
+    "eval.batch_size": _int(1),
+    "eval.num_samples": _int(0),
+    "data.val_size": _int(0, note="0 = no evaluation, no eval.json"),
+    "data.max_prompts": _int(1, nullable=True, note="null = all"),
+    "data.split_seed": _SEED,
+    "data.batch_size": _int(1),
+    "data.val_batch_size": _int(1, nullable=True),
+    "data.num_train_batches": _int(1),
+    "data.seed": _SEED,
+    "data.source.min_words": _int(1),
+    "data.source.max_words": _int(1, nullable=True),
+    "data.source.limit": _int(1, nullable=True),
+    "model.max_prompt_length": _int(1),
+    "model.chat_template": _BOOL,
+    "model.disable_dropout": _BOOL,
+    "model.gradient_checkpointing": _BOOL,
+    "model.lora.enabled": _BOOL,
+    "model.lora.r": _int(1),
+    "model.lora.alpha": _num(0, low_open=True),
+    "model.lora.dropout": _num(0, 1, high_open=True),
+    "algorithm.min_score_std": _num(0, note="0 = off"),
+    "algorithm.veto_threshold": _num(0, note="0 = off"),
+    "callbacks.checkpoint.every_n_iterations": _int(1),
+    "callbacks.samples.every_n_iterations": _int(1),
+    "callbacks.samples.num_samples": _int(0),
+}
+
+_ABSENT = object()
+
+
+def _shown(value: object) -> str:
+    """A value as the user would type it back: strings quoted, containers as plain lists and dicts."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_values(cfg: DictConfig, rules: dict[str, Rule] = VALUE_RULES) -> None:
+    """Check every key of ``rules`` present in ``cfg``.
+
+    Raises:
+        ConfigError: ``<key>=<value>: must be <what is allowed>`` for the first key that fails.
+    """
+    for key, rule in rules.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        if not rule.accepts(plain):
+            raise ConfigError(f"{key}={_shown(value)}: must be {rule.describe()}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check the composed config and resolve ``preference_grid`` into ``preference``.
 
     Raises:
         ConfigError: naming the bad key and value.
     """
+    check_values(cfg)
     objectives = list((cfg.objective or {}).get("rewards") or {})
     if not objectives:
         raise ConfigError("objective.rewards is empty: choose objectives, e.g. objective=sentiment+length")
@@ -41,33 +207,30 @@ def validate_config(cfg: DictConfig) -> None:
             f"one process only (got trainer.devices={cfg.trainer.get('devices')}, trainer.strategy="
             f"{_strategy_name(cfg.trainer)}); use algorithm=mgda_ub, which all-reduces its Gram matrix, or trainer=cpu"
         )
-    if cfg.iterations < 1:
-        raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
-    eval_batch = (cfg.get("eval") or {}).get("batch_size", 1)
-    if eval_batch < 1:
-        raise ConfigError(f"eval.batch_size must be >= 1 (prompts per validation batch), got {eval_batch}")
     r = cfg.rollout
-    if r.max_new_tokens < 1:
-        raise ConfigError(f"rollout.max_new_tokens must be >= 1, got {r.max_new_tokens}")
-    if not 0 <= r.min_new_tokens <= r.max_new_tokens:
+    if r.min_new_tokens > r.max_new_tokens:
         raise ConfigError(
-            f"rollout.min_new_tokens must be in [0, {r.max_new_tokens}], got {r.min_new_tokens}"
+            f"rollout.min_new_tokens={r.min_new_tokens}: must be in [0, {r.max_new_tokens}] "
+            f"(at most rollout.max_new_tokens={r.max_new_tokens})"
         )
     p = cfg.ppo
-    if p.num_minibatches < 1 or r.batch_size % p.num_minibatches:
+    if r.batch_size % p.num_minibatches:
         raise ConfigError(
             f"rollout.batch_size={r.batch_size} does not split into ppo.num_minibatches={p.num_minibatches} "
             "equal minibatches; choose a divisor"
         )
-    if p.epochs < 1:
-        raise ConfigError(f"ppo.epochs must be >= 1, got {p.epochs}")
     grid = cfg.get("preference_grid") or {}
     if grid.get("steps") is not None or grid.get("index") is not None:
         if cfg.preference is not None:
             raise ConfigError("set either preference or preference_grid, not both")
         if grid.get("steps") is None or grid.get("index") is None:
             raise ConfigError("preference_grid needs both steps and index")
-        points = simplex_grid(len(objectives), int(grid.steps))
+        if grid.steps < len(objectives):
+            raise ConfigError(
+                f"preference_grid.steps={grid.steps}: must be an integer >= {len(objectives)} (the number of "
+                "objectives), so that every weight is a positive multiple of 1/steps"
+            )
+        points = simplex_grid(len(objectives), grid.steps)
         if not 0 <= grid.index < len(points):
             raise ConfigError(
                 f"preference_grid.index={grid.index} is out of range: steps={grid.steps} gives "
@@ -75,33 +238,32 @@ def validate_config(cfg: DictConfig) -> None:
             )
         with open_dict(cfg):
             cfg.preference = points[grid.index]
+    raw = cfg.preference
+    if isinstance(raw, (DictConfig, ListConfig)):
+        raw = OmegaConf.to_container(raw, resolve=True)
     try:
-        preference = resolve_preference(None if cfg.preference is None else list(cfg.preference), objectives)
+        preference = resolve_preference(raw, objectives)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     _check_exclusion(cfg.algorithm, preference)
     _check_objectives(cfg)
-    _check_rollout_and_kl(cfg)
+    _check_kl(cfg)
     _check_trainer(cfg)
     every = (cfg.get("diagnostics") or {}).get("every_n_iterations", 0)
     if not isinstance(every, int) or isinstance(every, bool) or every < 0:
         raise ConfigError(f"diagnostics.every_n_iterations must be an integer >= 0 (0 = off), got {every!r}")
     if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
-        raise ConfigError(f"rewards_on_error must be 'raise' or 'skip', got {cfg.rewards_on_error!r}")
+        raise ConfigError(f"rewards_on_error={_shown(cfg.rewards_on_error)}: must be 'raise' or 'skip'")
 
 
 def _check_exclusion(algorithm: DictConfig, preference) -> None:
-    """PAMA's exclusion settings: a nonnegative score-spread floor, and a veto threshold that keeps at
-    least the heaviest objective (at or below the largest preference weight)."""
-    min_std = algorithm.get("min_score_std", 1e-6)
-    if not min_std >= 0:
-        raise ConfigError(f"algorithm.min_score_std must be >= 0 (0 = off), got {min_std}")
+    """PAMA's veto threshold keeps at least the heaviest objective (at or below the largest weight)."""
     threshold = algorithm.get("veto_threshold", 0.0)
     top = float(preference.max())
-    if not 0 <= threshold <= top:
+    if threshold > top:
         raise ConfigError(
-            f"algorithm.veto_threshold must be in [0, {top:.4g}] (0 = off, at most the largest preference "
-            f"weight, or every objective would be left out of the combine), got {threshold}"
+            f"algorithm.veto_threshold={threshold}: must be a number in [0, {top:.4g}] (0 = off; at most the "
+            "largest preference weight, or every objective would be left out of the combine)"
         )
 
 
@@ -131,18 +293,8 @@ def _check_objectives(cfg: DictConfig) -> None:
         seen[key] = str(name)
 
 
-def _check_rollout_and_kl(cfg: DictConfig) -> None:
-    r, kl = cfg.rollout, cfg.ppo.kl
-    if r.temperature <= 0:
-        raise ConfigError(f"rollout.temperature must be > 0, got {r.temperature}")
-    if not 0 < r.top_p <= 1:
-        raise ConfigError(f"rollout.top_p must be in (0, 1], got {r.top_p}")
-    if r.top_k < 0:
-        raise ConfigError(f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")
-    if not isinstance(r.get("merge_adapters", True), bool):
-        raise ConfigError(f"rollout.merge_adapters must be true or false, got {r.merge_adapters!r}")
-    if cfg.model.get("max_prompt_length", 1) < 1:
-        raise ConfigError(f"model.max_prompt_length must be >= 1, got {cfg.model.max_prompt_length}")
+def _check_kl(cfg: DictConfig) -> None:
+    kl = cfg.ppo.kl
     if kl.controller not in KL_CONTROLLERS:
         raise ConfigError(f"unknown ppo.kl.controller {kl.controller!r}; known: {', '.join(KL_CONTROLLERS)}")
     if kl.estimator not in KL_ESTIMATORS:

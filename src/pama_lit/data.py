@@ -116,12 +116,21 @@ def hub_dataset(
     return prompts
 
 
+class PromptFileError(ValueError):
+    """A prompt file that cannot be read as prompts: the message names the file, the line and the setting."""
+
+
 def prompt_file(path: str, field: str = "prompt") -> list[str]:
-    """Your own prompts: a text file with one prompt per line, or JSON Lines with a ``field`` per record.
+    """Your own prompts: a UTF-8 text file with one prompt per line, or JSON Lines with a ``field`` per record.
 
     Args:
-        path: a ``.txt`` file (blank lines skipped) or a ``.jsonl`` file.
-        field: the key holding the prompt in each JSON record.
+        path: a ``.txt`` file (blank lines skipped) or a ``.jsonl`` file (one JSON object per line).
+        field: the key holding the prompt in each JSON record (``data.source.field``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        PromptFileError: an unreadable file, bytes that are not UTF-8, a line that is not a JSON
+            object, or a record without a string ``field``; the message names the file and line.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -129,10 +138,49 @@ def prompt_file(path: str, field: str = "prompt") -> list[str]:
             f"prompt file {str(file)!r} does not exist; set data.source.path to a file with one prompt per "
             "line (or .jsonl records with a 'prompt' field), or use an embedded data set (data=tweets, data=chitchat)"
         )
-    lines = file.read_text(encoding="utf-8").splitlines()
-    if file.suffix == ".jsonl":
-        return [str(json.loads(line)[field]) for line in lines if line.strip()]
-    return [line.strip() for line in lines if line.strip()]
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise PromptFileError(f"prompt file {str(file)!r} cannot be read ({err.strerror or err})") from None
+    jsonl = file.suffix == ".jsonl"
+    prompts = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        where = f"prompt file {str(file)!r}, line {number}"
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            setting = f" (a JSON Lines file, prompts in data.source.field={field!r})" if jsonl else ""
+            raise PromptFileError(
+                f"{where}: byte {line[err.start]:#04x} at column {err.start + 1} is not UTF-8{setting}; save "
+                "the file as UTF-8"
+            ) from None
+        if not text.strip():
+            continue
+        if not jsonl:
+            prompts.append(text.strip())
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PromptFileError(
+                f"{where}: not valid JSON ({err.msg} at column {err.colno}); a .jsonl file holds one JSON "
+                f"object per line, with the prompt in data.source.field={field!r}"
+            ) from None
+        if not isinstance(record, dict) or field not in record:
+            if isinstance(record, dict):
+                found = f"its fields: {', '.join(map(repr, record))}" if record else "it has no fields"
+            else:
+                found = f"it is a JSON {type(record).__name__}, not an object"
+            raise PromptFileError(
+                f"{where}: the record has no field {field!r} (data.source.field={field!r}; {found}); "
+                "set data.source.field to the key that holds the prompt"
+            )
+        if not isinstance(record[field], str):
+            raise PromptFileError(
+                f"{where}: field {field!r} (data.source.field) holds {record[field]!r}, not a string"
+            )
+        prompts.append(record[field])
+    return prompts
 
 
 class PromptDataModule(L.LightningDataModule):

@@ -10,15 +10,22 @@ on top. Sampling uses a fixed seed, so the same policy always gives the same res
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit.callbacks import run_metadata
+from pama_lit.checkpointing import (
+    CheckpointError,
+    check_safetensors_file,
+    check_torch_file,
+    load_checkpoint_file,
+    load_safetensors_file,
+)
 from pama_lit.evaluation import eval_record, write_json_atomic
 from pama_lit.module import PamaModule
 from pama_lit.rewards import build_rewards
@@ -46,29 +53,67 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def load_final_weights(module: PamaModule, final_dir: Path) -> None:
-    """Load the exported adapter (or full model) and value heads into a freshly built module."""
-    from safetensors.torch import load_file
+_UNFINISHED = "did the run finish? train.py writes final/ at its end"
 
-    policy = module.policy
+
+def check_final(final_dir: Path, uses_lora: bool) -> list[Path]:
+    """The exported weight files of ``final_dir``, each checked whole from its header (no model needed).
+
+    Returns:
+        The adapter file, or the full model's safetensors files.
+
+    Raises:
+        CheckpointError: a file is missing or damaged (truncated, random bytes...); the message names it.
+    """
+    if uses_lora:
+        files = [final_dir / "adapter" / "adapter_model.safetensors"]
+    else:
+        files = sorted((final_dir / "model").glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(
+                f"exported model {str(final_dir / 'model')!r} holds no *.safetensors; {_UNFINISHED}"
+            )
+    for f in files:
+        check_safetensors_file(f, "exported adapter" if uses_lora else "exported model", _UNFINISHED)
+    check_torch_file(final_dir / "value_heads.pt", "value heads", _UNFINISHED)
+    return files
+
+
+def load_final_weights(module: PamaModule, final_dir: Path) -> None:
+    """Load the exported adapter (or full model) and value heads into a freshly built module.
+
+    Raises:
+        CheckpointError: a file of ``final_dir`` is missing or damaged (the message names it).
+    """
+    policy, device = module.policy, str(module.device)
+    what = "exported adapter" if policy.uses_lora else "exported model"
+    state = {}
+    for f in check_final(final_dir, policy.uses_lora):
+        state.update(load_safetensors_file(f, device, what, _UNFINISHED))
     if policy.uses_lora:
         from peft import set_peft_model_state_dict
 
-        weights = final_dir / "adapter" / "adapter_model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} not found: did the run finish?")
-        set_peft_model_state_dict(policy.lm, load_file(weights, device=str(module.device)))
+        set_peft_model_state_dict(policy.lm, state)
     else:
-        folder = final_dir / "model"
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors in {folder}: did the run finish?")
-        state = {}
-        for f in files:
-            state.update(load_file(f, device=str(module.device)))
         policy.lm.load_state_dict(state, strict=False)
-    heads = torch.load(final_dir / "value_heads.pt", map_location=module.device, weights_only=True)
+    path = final_dir / "value_heads.pt"
+    heads = load_checkpoint_file(path, module.device, "value heads", _UNFINISHED)
+    if not isinstance(heads, dict) or not isinstance(heads.get("state_dict"), dict):
+        raise CheckpointError(f"value heads {str(path)!r} hold no state_dict; {_UNFINISHED}")
     policy.value_head.load_state_dict(heads["state_dict"])
+
+
+def log_dir(_root_: DictConfig) -> str:
+    """Hydra's run folder for ``evaluate.py`` (the ``pama_evaluate_dir`` resolver of conf/evaluate.yaml).
+
+    ``<run_dir>/.evaluate`` when ``run_dir`` is a ``train.py`` output folder; otherwise a folder in
+    the system's temporary folder, so that a mistyped or missing ``run_dir`` creates nothing there
+    (Hydra makes its run folder before :func:`evaluate` can report the mistake).
+    """
+    run_dir = OmegaConf.select(_root_, "run_dir", throw_on_missing=False)
+    if run_dir is not None and (Path(str(run_dir)) / ".hydra" / "config.yaml").is_file():
+        return str(Path(str(run_dir)) / ".evaluate")
+    return str(Path(tempfile.gettempdir()) / "pama_lit-evaluate")
 
 
 def evaluate(
@@ -103,6 +148,14 @@ def evaluate(
             cfg.data.val_size = int(num_prompts)
         if seed is not None:
             cfg.eval.seed = int(seed)
+    if cfg.data.val_size < 1:
+        raise ValueError(
+            f"the run in {run_dir} has data.val_size={cfg.data.val_size} (no held-out prompts); give "
+            "num_prompts=N to score it on N of its prompts (they were training prompts)"
+        )
+    if policy == "trained":  # before the model loads
+        lora = cfg.model.get("lora") or {}
+        check_final(run_dir / "final", bool(lora) and lora.get("enabled", True))
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     if policy == "trained":

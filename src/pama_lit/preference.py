@@ -33,8 +33,9 @@ def resolve_preference(preference: object, objectives: list[str]) -> torch.Tenso
 
     Raises:
         ValueError: when there are no objectives, or the vector is not one finite, strictly positive
-            number per objective (PAMA divides by each weight). The message names the objectives in
-            order and the bad vector.
+            number per objective (PAMA divides by each weight), or a weight normalises to below
+            float32's smallest normal number. The message names the objectives in order and the bad
+            vector.
     """
     objectives = list(objectives)
     if not objectives:
@@ -85,7 +86,19 @@ def resolve_preference(preference: object, objectives: list[str]) -> torch.Tenso
             )
         values.append(float(entry))
     weights = torch.tensor(values, dtype=torch.float64)
-    return (weights / weights.sum()).to(torch.float32)
+    weights = weights / weights.max()  # first, so that huge weights do not overflow the sum
+    weights = (weights / weights.sum()).to(torch.float32)
+    # Training divides by each weight in float32: a weight that underflows there becomes 0 (or a
+    # subnormal, whose reciprocal is inf), although it is positive as typed.
+    tiny = torch.finfo(torch.float32).tiny
+    for name, entry, weight in zip(objectives, entries, weights.tolist(), strict=True):
+        if weight < tiny:
+            raise ValueError(
+                f"preference {shown} has an entry {entry} for objective {name!r} that normalises to "
+                f"{weight:.3g}, below float32's smallest normal number {tiny:.3g} (training's dtype, where "
+                f"PAMA divides by each weight); keep every weight above {tiny:.3g} times their sum"
+            )
+    return weights
 
 
 def simplex_grid(k: int, steps: int) -> list[list[float]]:

@@ -2,8 +2,8 @@
 
 ``validate_config`` checks the config's values; :func:`preflight` then checks the world they point
 at: that the output folder takes files, that a checkpoint to resume from is readable, safe and was
-written for the same objectives, and that hub models and data sets can be had (a few seconds,
-never the minutes of retries ``from_pretrained`` spends offline).
+written for the same objectives, value heads and LoRA adapters, and that hub models and data sets
+can be had (a few seconds, never the minutes of retries ``from_pretrained`` spends offline).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import logging
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from pama_lit.algorithms import COMBINERS
-from pama_lit.checkpointing import read_run_state
+from pama_lit.checkpointing import load_checkpoint_file, run_state
 from pama_lit.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ def preflight(cfg: DictConfig, ckpt_path: str | None) -> None:
     """Every I/O check of a run, in the order a user would fix them.
 
     Raises:
-        ConfigError: unwritable output folder; a checkpoint for other objectives or value heads.
-        CheckpointError: an unreadable, truncated or unsafe checkpoint.
+        ConfigError: unwritable output folder; a checkpoint for other objectives, value heads or
+            LoRA adapters.
+        CheckpointError: a missing, damaged or unsafe checkpoint.
         HubModelUnavailable: a hub model or data set that cannot be had.
     """
     check_output_dir(Path(cfg.paths.output_dir))
@@ -50,8 +51,10 @@ def check_output_dir(folder: Path) -> None:
 
 
 def check_checkpoint(path: str, cfg: DictConfig) -> None:
-    """The checkpoint loads with ``weights_only=True`` and was written for this run's objectives."""
-    state = read_run_state(path)
+    """The checkpoint loads with ``weights_only=True`` and was written for this run's objectives,
+    value heads and LoRA adapters."""
+    checkpoint = load_checkpoint_file(path)
+    state = run_state(checkpoint, path)
     objectives = [str(k) for k in cfg.objective.rewards]
     if list(state["objectives"]) != objectives:
         raise ConfigError(
@@ -71,6 +74,45 @@ def check_checkpoint(path: str, cfg: DictConfig) -> None:
         log.warning(
             "checkpoint %s was written by algorithm=%s; continuing it with algorithm=%s", path, saved, name
         )
+    check_adapters(path, checkpoint.get("state_dict") or {}, cfg.model)
+
+
+def check_adapters(path: str, state_dict: dict, model: DictConfig) -> None:
+    """The checkpoint's trainable weights fit ``model.lora``: LoRA on or off, its rank, its target modules.
+
+    Read from the tensors' shapes: a LoRA ``A`` matrix is (r, in_features), so a checkpoint of another
+    rank is refused here rather than by ``load_state_dict`` after the model has loaded.
+    """
+    if not any(not k.startswith("policy.value_head.") for k in state_dict):
+        return  # no policy weights to compare (only a pama_lit checkpoint's value heads, or nothing)
+    lora = model.get("lora") or {}
+    enabled = bool(lora) and lora.get("enabled", True)
+    a_keys = sorted(k for k in state_dict if ".lora_A." in k)
+    if enabled != bool(a_keys):
+        held = "LoRA adapters" if a_keys else "full-model weights (no LoRA adapters)"
+        raise ConfigError(
+            f"checkpoint {path!r} holds {held}, this run has model.lora.enabled={str(enabled).lower()}; "
+            f"resume with model.lora.enabled={str(not enabled).lower()}"
+        )
+    if not enabled:
+        return
+    key = a_keys[0]
+    shape = tuple(state_dict[key].shape)
+    if shape[0] != lora.r:
+        configured = (lora.r, *shape[1:])
+        raise ConfigError(
+            f"checkpoint {path!r} holds LoRA adapters of rank {shape[0]} ({key}: shape {shape}), this run "
+            f"has model.lora.r={lora.r} (shape {configured}); resume with model.lora.r={shape[0]}"
+        )
+    targets = lora.get("target_modules")
+    # Plain module names only: peft also takes dotted suffixes and regular expressions.
+    if isinstance(targets, ListConfig) and all("." not in str(t) for t in targets):
+        saved = sorted({k.split(".lora_A.")[0].rsplit(".", 1)[-1] for k in a_keys})
+        if saved != sorted(targets):
+            raise ConfigError(
+                f"checkpoint {path!r} holds LoRA adapters on {saved}, this run has "
+                f"model.lora.target_modules={sorted(targets)}; resume with model.lora.target_modules={saved}"
+            )
 
 
 def check_hub_sources(cfg: DictConfig) -> None:

