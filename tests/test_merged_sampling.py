@@ -218,5 +218,5 @@ def test_rollout_merge_adapters_reaches_generation(tmp_path, monkeypatch, flag, 
 
 def test_merge_adapters_must_be_a_boolean(tmp_path):
     cfg = compose_config(["debug=tiny", "rollout.merge_adapters=sometimes"], tmp_path)
-    with pytest.raises(ConfigError, match=r"rollout\.merge_adapters=sometimes.*true or false"):
+    with pytest.raises(ConfigError, match=r"rollout\.merge_adapters='sometimes'.*true or false"):
         validate_config(cfg)
