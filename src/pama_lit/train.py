@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pama_lit import run_folder
 from pama_lit.callbacks import run_metadata
 from pama_lit.config import validate_config
 from pama_lit.evaluation import eval_record, write_json_atomic
@@ -26,14 +27,24 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build every component, evaluate the reference, fit, evaluate again, export.
 
+    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run_folder``).
+
     Returns:
         ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
+
+    Raises:
+        RunFolderError: another process holds the folder, or it holds another run's results.
+        SystemExit: 143 after SIGTERM, once ``last.ckpt`` is written.
     """
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
     preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with run_folder.owned(output_dir, ckpt_path):  # one run per folder, refused before any model loads
+        return _train(cfg, ckpt_path, output_dir)
+
+
+def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
@@ -61,8 +72,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
         export(module, output_dir / "final")
+        # Last: an eval.json means the run finished (run_folder refuses to start or resume over it).
+        write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
         print_summary(module.objectives, start, end, output_dir)
     return {"start": start, "end": end, "output_dir": str(output_dir)}
 
