@@ -14,6 +14,7 @@ import pytest
 from omegaconf import open_dict
 from train_runs import ROOT, TINY, run_train, start_train
 
+from pama_lit.loggers import AppendingCSVLogger
 from pama_lit.run_folder import LOCK_NAME, RunFolderError, acquire, check_folder, release
 from pama_lit.train import train
 
@@ -198,3 +199,23 @@ def test_two_runs_started_in_one_folder(tmp_path):
     assert second.returncode != 0
     assert f"is in use by another run (pid {first.pid} on host " in second.stderr
     assert first.returncode == 143  # the first was stopped by the test, with a checkpoint, not by the second
+
+
+def test_the_csv_logger_appends_when_a_run_resumes(tmp_path):
+    first = AppendingCSVLogger(tmp_path, name="csv")
+    first.log_metrics({"train/x": 1.0, "val/y": 2.0}, step=0)
+    first.log_metrics({"train/x": 1.5}, step=1)
+    first.save()
+    resumed = AppendingCSVLogger(tmp_path, name="csv")
+    resumed.log_metrics({"train/x": 3.0}, step=2)
+    resumed.save()
+    resumed.log_metrics({"train/x": 4.0, "train/z": 5.0}, step=3)  # a new column widens the header
+    resumed.save()
+    assert [p.name for p in (tmp_path / "csv").iterdir()] == ["version_0"]
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines() == [
+        "step,train/x,train/z,val/y",
+        "0,1.0,,2.0",
+        "1,1.5,,",
+        "2,3.0,,",
+        "3,4.0,5.0,",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build every component, evaluate the reference, fit, evaluate again, export.
 
-    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run_folder``).
+    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run_folder``). A resumed run
+    (``ckpt_path``) appends to its folder's logs and takes its reference evaluation from
+    ``reference/eval.json`` instead of evaluating it again.
 
     Returns:
         ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
@@ -56,13 +59,14 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     module = build_module(cfg, rewards)
     trainer = build_trainer(cfg)
 
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-    start = module.last_eval
-    if trainer.is_global_zero and start is not None:
-        write_json_atomic(
-            output_dir / "reference" / "eval.json",
-            eval_record(start, **run_metadata(trainer, module, "reference")),
-        )
+    reference = output_dir / "reference" / "eval.json"
+    if ckpt_path is not None and reference.is_file():
+        start = json.loads(reference.read_text())  # the resumed run's own, recorded once when it started
+    else:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        start = module.last_eval
+        if trainer.is_global_zero and start is not None:
+            write_json_atomic(reference, eval_record(start, **run_metadata(trainer, module, "reference")))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
