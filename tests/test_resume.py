@@ -1,4 +1,4 @@
-"""Killed runs resume exactly: SIGKILL and SIGTERM mid-training, atomic and bounded checkpoint files.
+"""Killed runs resume exactly: SIGKILL, SIGTERM and SIGINT mid-training, atomic and bounded checkpoint files.
 
 The oracle is one uninterrupted 4-iteration run on CPU with a fixed seed. An interrupted run that
 resumes from its last checkpoint appends to the same files, and every per-iteration row of its one
@@ -133,6 +133,37 @@ def test_sigterm_writes_a_checkpoint_and_resumes_exactly(tmp_path, uninterrupted
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     _assert_continues(uninterrupted, run_dir)
     assert _evaluated_iterations(run_dir) == [0, 2, 4]
+
+
+def test_sigint_writes_a_checkpoint_that_resumes_exactly_in_a_moved_folder(tmp_path, uninterrupted):
+    """Ctrl-C: the iteration finishes, last.ckpt is written, status 130; the resumed run appends.
+
+    The folder is moved before the resume (a scheduler's scratch path changes between jobs):
+    ModelCheckpoint then no longer recognises last.ckpt as its own and, with its version counter
+    on, wrote last-v1.ckpt beside it, so the next ckpt_path=last resumed the older state.
+    """
+    run_dir = tmp_path / "run"
+    every = "callbacks.checkpoint.every_n_iterations=1"
+    proc = start_train([*RUN, every], run_dir, tmp_path / "interrupted.log")
+    try:
+        _wait_for(lambda: _iterations_done(run_dir) >= 1, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    log = (tmp_path / "interrupted.log").read_text()
+    assert "SIGINT: checkpoint written to" in log
+    interrupted_at = read_run_state(run_dir / "checkpoints" / "last.ckpt")["completed_iterations"]
+    assert 1 <= interrupted_at < 4
+
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    resumed = run_train([*RUN, every, "ckpt_path=last"], moved)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    _assert_continues(uninterrupted, moved)
+    assert _evaluated_iterations(moved) == [0, 2, 4]
+    assert not [p.name for p in (moved / "checkpoints").glob("*-v*.ckpt")]
+    assert read_run_state(moved / "checkpoints" / "last.ckpt")["completed_iterations"] == 4
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

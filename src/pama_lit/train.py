@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit import run_folder
 from pama_lit.callbacks import run_metadata
+from pama_lit.checkpointing import interrupt_status
 from pama_lit.config import validate_config
 from pama_lit.evaluation import eval_record, write_json_atomic
 from pama_lit.module import PamaModule
@@ -37,7 +38,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Raises:
         RunFolderError: another process holds the folder, or it holds another run's results.
-        SystemExit: 143 after SIGTERM, once ``last.ckpt`` is written.
+        SystemExit: 143 after SIGTERM, 130 after SIGINT, once ``last.ckpt`` is written.
     """
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
@@ -71,7 +72,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         # SigtermCheckpoint has written last.ckpt; a non-zero status tells the scheduler the run is unfinished.
-        raise SystemExit(143) from None
+        raise SystemExit(interrupt_status(trainer)) from None
     if module.last_eval_iteration != module.global_iteration:  # no periodic evaluation at the last iteration
         trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
