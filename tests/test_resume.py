@@ -1,13 +1,17 @@
-"""Killed runs resume exactly: SIGKILL and SIGTERM mid-training, atomic and bounded checkpoint files.
+"""Killed runs resume exactly: SIGKILL, SIGTERM and SIGINT mid-training, atomic and bounded checkpoint files.
 
 The oracle is one uninterrupted 4-iteration run on CPU with a fixed seed. An interrupted run that
-resumes from its last checkpoint must log, for every iteration after the resume, exactly the
-uninterrupted run's metrics (rewards, KL, losses, entropy, the KL coefficient; timings excluded):
-the same weights, optimizer state, KL controller, random generators and prompts.
+resumes from its last checkpoint appends to the same files, and every per-iteration row of its one
+metrics.csv, before and after the resume, must be exactly the uninterrupted run's metrics (rewards,
+KL, losses, entropy, the KL coefficient; timings excluded): the same weights, optimizer state, KL
+controller, random generators and prompts.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import signal
 import time
@@ -23,8 +27,21 @@ STEPS_PER_ITERATION = 4  # ppo.epochs=2 x ppo.num_minibatches=2 optimizer steps
 RUN = [*TINY, "iterations=4", "callbacks.samples.every_n_iterations=1"]
 
 
-def _metrics(run_dir: Path, version: int) -> dict[int, dict[str, float]]:
-    return iteration_metrics(run_dir / "csv" / f"version_{version}" / "metrics.csv")
+def _metrics(run_dir: Path) -> dict[int, dict[str, float]]:
+    return iteration_metrics(run_dir / "csv" / "version_0" / "metrics.csv")
+
+
+def _train_rows(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
+    """Every per-iteration row of the run's one metrics.csv, in file order (a redone iteration twice)."""
+    assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"], "a resumed run continues version_0"
+    text = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
+    assert sum(line.startswith("epoch,") for line in text.splitlines()) == 1, "one header"
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        values = {k: float(v) for k, v in row.items() if k.startswith("train/") and v and "/time/" not in k}
+        if values:
+            rows.append((int(row["step"]), values))
+    return rows
 
 
 def _wait_for(condition, proc, timeout: float = 240) -> None:
@@ -55,18 +72,25 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict[str, float]]:
     files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert len(files) == 2 and "last.ckpt" in files, files
     assert _checkpoint_steps(run_dir) == [4 * STEPS_PER_ITERATION]
-    metrics = _metrics(run_dir, 0)
+    metrics = _metrics(run_dir)
     assert sorted(metrics) == [0, 1, 2, 3]
     return metrics
 
 
-def _assert_continues(uninterrupted: dict, resumed: dict) -> None:
-    assert resumed, "the resumed run logged no iteration"
-    assert min(resumed) >= 1 and max(resumed) == 3, sorted(resumed)
-    for step, metrics in resumed.items():
+def _assert_continues(uninterrupted: dict, run_dir: Path) -> None:
+    """The interrupted and the resumed run's rows, in one file, are the uninterrupted run's."""
+    rows = _train_rows(run_dir)
+    assert sorted({step for step, _ in rows}) == [0, 1, 2, 3]
+    assert [step for step, _ in rows] == sorted(step for step, _ in rows), "rows appended in order"
+    for step, metrics in rows:
         assert metrics.keys() == uninterrupted[step].keys()
         for key, value in metrics.items():
             assert value == pytest.approx(uninterrupted[step][key], rel=1e-6, abs=1e-9), (step, key)
+
+
+def _evaluated_iterations(run_dir: Path) -> list[int]:
+    lines = (run_dir / "evaluations.jsonl").read_text().splitlines()
+    return [json.loads(line)["iteration"] for line in lines]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
@@ -86,7 +110,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
     resumed = run_train([*RUN, "callbacks.checkpoint.every_n_iterations=1", "ckpt_path=last"], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "not resumable" not in resumed.stderr  # Lightning's warning for a replayed data loader
-    _assert_continues(uninterrupted, _metrics(run_dir, 1))
+    _assert_continues(uninterrupted, run_dir)
+    assert _evaluated_iterations(run_dir).count(0) == 1  # the reference is evaluated once, not per start
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the next save replaced any stale temporary
 
 
@@ -106,7 +131,39 @@ def test_sigterm_writes_a_checkpoint_and_resumes_exactly(tmp_path, uninterrupted
 
     resumed = run_train([*RUN, "ckpt_path=last"], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    _assert_continues(uninterrupted, _metrics(run_dir, 1))
+    _assert_continues(uninterrupted, run_dir)
+    assert _evaluated_iterations(run_dir) == [0, 2, 4]
+
+
+def test_sigint_writes_a_checkpoint_that_resumes_exactly_in_a_moved_folder(tmp_path, uninterrupted):
+    """Ctrl-C: the iteration finishes, last.ckpt is written, status 130; the resumed run appends.
+
+    The folder is moved before the resume (a scheduler's scratch path changes between jobs):
+    ModelCheckpoint then no longer recognises last.ckpt as its own and, with its version counter
+    on, wrote last-v1.ckpt beside it, so the next ckpt_path=last resumed the older state.
+    """
+    run_dir = tmp_path / "run"
+    every = "callbacks.checkpoint.every_n_iterations=1"
+    proc = start_train([*RUN, every], run_dir, tmp_path / "interrupted.log")
+    try:
+        _wait_for(lambda: _iterations_done(run_dir) >= 1, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    log = (tmp_path / "interrupted.log").read_text()
+    assert "SIGINT: checkpoint written to" in log
+    interrupted_at = read_run_state(run_dir / "checkpoints" / "last.ckpt")["completed_iterations"]
+    assert 1 <= interrupted_at < 4
+
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    resumed = run_train([*RUN, every, "ckpt_path=last"], moved)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    _assert_continues(uninterrupted, moved)
+    assert _evaluated_iterations(moved) == [0, 2, 4]
+    assert not [p.name for p in (moved / "checkpoints").glob("*-v*.ckpt")]
+    assert read_run_state(moved / "checkpoints" / "last.ckpt")["completed_iterations"] == 4
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -149,6 +206,6 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
         proc.kill()
     resumed = run_train([*ddp, "ckpt_path=last"], run_dir, timeout=420)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    _assert_continues(_metrics(tmp_path / "uninterrupted", 0), _metrics(run_dir, 1))
+    _assert_continues(_metrics(tmp_path / "uninterrupted"), run_dir)
     digests = [(d / "rank_weights.json").read_text() for d in (tmp_path / "uninterrupted", run_dir)]
     assert digests[0] == digests[1]

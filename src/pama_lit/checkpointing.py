@@ -6,7 +6,7 @@
   systems, which is not atomic). It loads with ``weights_only=True``.
 * :func:`capture_rng` / :func:`restore_rng` keep every random generator in tensors, lists and
   plain numbers, so the checkpoint passes ``torch.load(weights_only=True)``.
-* :class:`SigtermCheckpoint` writes ``last.ckpt`` when a scheduler sends SIGTERM.
+* :class:`SigtermCheckpoint` writes ``last.ckpt`` when a scheduler sends SIGTERM or on Ctrl-C (SIGINT).
 * :func:`read_run_state` reads a checkpoint's ``pama`` section before any model loads.
 """
 
@@ -18,7 +18,9 @@ import os
 import pickle
 import random
 import re
+import signal
 import struct
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -263,28 +265,61 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
 
 
 class SigtermCheckpoint(L.Callback):
-    """On SIGTERM, write ``last.ckpt`` before the process exits, so ``ckpt_path=last`` resumes.
+    """On SIGTERM or SIGINT (Ctrl-C), write ``last.ckpt`` before the process exits, so ``ckpt_path=last`` resumes.
 
-    Lightning's signal handler only sets ``trainer.received_sigterm``; the loops then raise
-    ``SIGTERMException`` once the current iteration has finished. This callback saves at the end of
-    that iteration, in ``on_train_batch_end``: the state a periodic checkpoint has, so the resumed run
-    continues with the same iteration numbers. Every rank takes part (a SIGTERM seen by any rank
-    counts), since saving is collective. If the signal lands elsewhere (during a validation), the
-    checkpoint is written from ``on_exception`` instead.
+    Lightning's SIGTERM handler only sets ``trainer.received_sigterm``; the loops then raise
+    ``SIGTERMException`` once the current iteration has finished. During ``fit`` this callback gives
+    SIGINT the same handler (Lightning would otherwise turn it into a ``KeyboardInterrupt`` at an
+    arbitrary point mid-iteration and exit without a checkpoint); a second Ctrl-C stops at once,
+    without one. It saves at the end of the interrupted iteration, in ``on_train_batch_end``: the
+    state a periodic checkpoint has, so the resumed run continues with the same iteration numbers.
+    Every rank takes part (a signal seen by any rank counts, and stops them all), since saving is
+    collective. If the signal lands elsewhere (during a validation), the checkpoint is written from
+    ``on_exception`` instead. :func:`interrupt_status` gives the exit status, 128 + the signal.
     """
 
     def __init__(self) -> None:
         self._saved_step: int | None = None
+        self.signal: signal.Signals | None = None
+        self._trainer: Any = None
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own handlers, whose teardown then puts the previous one back.
+        if threading.current_thread() is threading.main_thread():
+            self._trainer = trainer
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_sigint()
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+        self._trainer = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        trainer = self._trainer
+        self._restore_sigint()  # a second Ctrl-C interrupts at once
+        self.signal = signal.SIGINT
+        log.warning(
+            "SIGINT: stopping after the current iteration to write last.ckpt (Ctrl-C again: stop now)"
+        )
+        trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         from pama_lit import distributed
 
         if distributed.sum_int(int(trainer.received_sigterm), pl_module.device) > 0:
+            # A rank that saw no signal stops too, or it would wait for the others in the next collective.
+            trainer._signal_connector.received_sigterm = True
             self._save(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        self._restore_sigint()
         fitting = trainer.state.fn == TrainerFn.FITTING
         if isinstance(exception, SIGTERMException) and fitting and self._saved_step != trainer.global_step:
             self._save(trainer)
@@ -294,9 +329,18 @@ class SigtermCheckpoint(L.Callback):
         trainer.save_checkpoint(path)
         self._saved_step = trainer.global_step
         if trainer.is_global_zero:
+            name = (self.signal or signal.SIGTERM).name
             log.warning(
-                "SIGTERM: checkpoint written to %s; resume with ckpt_path=last (or ckpt_path=%s)", path, path
+                "%s: checkpoint written to %s; resume with ckpt_path=last (or ckpt_path=%s)", name, path, path
             )
+
+
+def interrupt_status(trainer: L.Trainer) -> int:
+    """The exit status of a run stopped by a signal: 130 after SIGINT, 143 after SIGTERM (128 + signal)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, SigtermCheckpoint) and callback.signal is not None:
+            return 128 + callback.signal
+    return 128 + signal.SIGTERM
 
 
 def read_run_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -12,7 +13,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pama_lit import run_folder
 from pama_lit.callbacks import run_metadata
+from pama_lit.checkpointing import interrupt_status
 from pama_lit.config import validate_config
 from pama_lit.evaluation import eval_record, write_json_atomic
 from pama_lit.module import PamaModule
@@ -26,14 +29,26 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build every component, evaluate the reference, fit, evaluate again, export.
 
+    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run_folder``). A resumed run
+    (``ckpt_path``) appends to its folder's logs and takes its reference evaluation from
+    ``reference/eval.json`` instead of evaluating it again.
+
     Returns:
         ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
+
+    Raises:
+        RunFolderError: another process holds the folder, or it holds another run's results.
+        SystemExit: 143 after SIGTERM, 130 after SIGINT, once ``last.ckpt`` is written.
     """
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
     preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with run_folder.owned(output_dir, ckpt_path):  # one run per folder, refused before any model loads
+        return _train(cfg, ckpt_path, output_dir)
+
+
+def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
@@ -45,25 +60,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, rewards)
     trainer = build_trainer(cfg)
 
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-    start = module.last_eval
-    if trainer.is_global_zero and start is not None:
-        write_json_atomic(
-            output_dir / "reference" / "eval.json",
-            eval_record(start, **run_metadata(trainer, module, "reference")),
-        )
+    reference = output_dir / "reference" / "eval.json"
+    if ckpt_path is not None and reference.is_file():
+        start = json.loads(reference.read_text())  # the resumed run's own, recorded once when it started
+    else:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        start = module.last_eval
+        if trainer.is_global_zero and start is not None:
+            write_json_atomic(reference, eval_record(start, **run_metadata(trainer, module, "reference")))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         # SigtermCheckpoint has written last.ckpt; a non-zero status tells the scheduler the run is unfinished.
-        raise SystemExit(143) from None
+        raise SystemExit(interrupt_status(trainer)) from None
     if module.last_eval_iteration != module.global_iteration:  # no periodic evaluation at the last iteration
         trainer.validate(module, datamodule=datamodule, verbose=False)
     end = module.last_eval
     if trainer.is_global_zero:
+        export(module, output_dir / "final")
+        # Last: an eval.json means the run finished (run_folder refuses to start or resume over it).
         if end is not None:  # None: data.val_size=0, no held-out prompts
             write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
-        export(module, output_dir / "final")
         print_summary(module.objectives, start, end, output_dir)
     return {"start": start, "end": end, "output_dir": str(output_dir)}
 
