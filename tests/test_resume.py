@@ -38,7 +38,11 @@ def _train_rows(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
     assert sum(line.startswith("epoch,") for line in text.splitlines()) == 1, "one header"
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
-        values = {k: float(v) for k, v in row.items() if k.startswith("train/") and v and "/time/" not in k}
+        values = {
+            k: float(v)
+            for k, v in row.items()
+            if k.startswith("train/") and v and v != "nan" and "/time/" not in k  # as iteration_metrics
+        }
         if values:
             rows.append((int(row["step"]), values))
     return rows

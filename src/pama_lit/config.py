@@ -129,6 +129,7 @@ VALUE_RULES: dict[str, Rule] = {
     "optimizer.betas": _num(0, 1, high_open=True, length=2),
     "eval.seed": _SEED,
     "eval.every_n_iterations": _int(1),
+    "diagnostics.every_n_iterations": _int(0, note="0 = off"),
     "eval.batch_size": _int(1),
     "eval.num_samples": _int(0),
     "data.val_size": _int(0, note="0 = no evaluation, no eval.json"),
@@ -249,9 +250,6 @@ def validate_config(cfg: DictConfig) -> None:
     _check_objectives(cfg)
     _check_kl(cfg)
     _check_trainer(cfg)
-    every = (cfg.get("diagnostics") or {}).get("every_n_iterations", 0)
-    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
-        raise ConfigError(f"diagnostics.every_n_iterations must be an integer >= 0 (0 = off), got {every!r}")
     if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
         raise ConfigError(f"rewards_on_error={_shown(cfg.rewards_on_error)}: must be 'raise' or 'skip'")
 
