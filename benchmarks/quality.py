@@ -49,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
 
 # Budgets every run gets, whatever its algorithm (flags override them).
-ITERATIONS = 30
+ITERATIONS = 12
 BATCH_SIZE = 16
 MAX_NEW_TOKENS = 48
 PRECISION = "32-true"
-EVAL_EVERY = 10
+EVAL_EVERY = 12
 
 # Task name -> experiment config (conf/experiment/). All three have two objectives.
 TASKS = {
