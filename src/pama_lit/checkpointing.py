@@ -137,12 +137,18 @@ def check_torch_file(
     Raises:
         CheckpointError: missing or damaged, naming ``what`` and the path.
     """
+    return _check_file(path, torch_file_problem, what, remedy)
+
+
+def _check_file(path: str | os.PathLike, problem_of, what: str, remedy: str) -> Path:
+    """``path`` as a Path when it exists and ``problem_of(path)`` finds nothing wrong, else CheckpointError."""
     path = Path(path)
+    tail = f"; {remedy}" if remedy else ""
     if not path.is_file():
-        raise CheckpointError(f"{what} {str(path)!r} does not exist; {remedy}")
-    problem = torch_file_problem(path)
+        raise CheckpointError(f"{what} {str(path)!r} does not exist{tail}")
+    problem = problem_of(path)
     if problem is not None:
-        raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}); {remedy}")
+        raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}){tail}")
     return path
 
 
@@ -186,14 +192,7 @@ def check_safetensors_file(path: str | os.PathLike, what: str = "weights", remed
     Raises:
         CheckpointError: missing or damaged, naming ``what`` and the path.
     """
-    path = Path(path)
-    tail = f"; {remedy}" if remedy else ""
-    if not path.is_file():
-        raise CheckpointError(f"{what} {str(path)!r} does not exist{tail}")
-    problem = safetensors_problem(path)
-    if problem is not None:
-        raise CheckpointError(f"{what} {str(path)!r} is damaged ({problem}){tail}")
-    return path
+    return _check_file(path, safetensors_problem, what, remedy)
 
 
 def load_safetensors_file(
