@@ -1,6 +1,6 @@
 """Advantage combiners, one per ``algorithm=``: how K objectives become one per-token advantage.
 
-Every combiner sees the preference vector w (K,) of METHOD.md section 3; a uniform w reproduces
+Every combiner sees the preference vector w (K,) of docs/method.md ("Preference vectors"); a uniform w reproduces
 the paper's rule exactly.
 
 =============  ==============  =====  =========================================================
