@@ -41,7 +41,7 @@ bench-solve: $(STAMP)
 bench-trl: $(STAMP)
 	$(PY) benchmarks/vs_trl.py $(ARGS)
 
-# Trains every algorithm on every task (hours; ARGS="--quick" for ~15 min); resumable.
+# Trains every algorithm on every task (hours here; ARGS="--quick" for ~15 min by estimate); resumable.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
 
