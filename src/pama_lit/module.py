@@ -230,7 +230,8 @@ class PamaModule(L.LightningModule):
         - an objective whose preference weight is below ``algorithm.veto_threshold`` (0: none), so a
           preference sweep can reach the front's ends.
 
-        With none left the policy-gradient term is 0: the step fits the value heads alone.
+        With none left the policy-gradient term is 0: the step fits the value loss alone (which still
+        reaches the adapters through the shared trunk).
         """
         k = len(self.objectives)
         if not self.combiner.excludes_objectives:
@@ -254,7 +255,7 @@ class PamaModule(L.LightningModule):
             log.warning(
                 "iteration %d: every objective is left out of the combine (degenerate scores or weight "
                 "below algorithm.veto_threshold): the policy-gradient term is 0 and the step fits the "
-                "value heads alone; this warning is not repeated (train/pareto/excluded/* are all 1)",
+                "value loss alone; this warning is not repeated (train/pareto/excluded/* are all 1)",
                 self.global_iteration,
             )
         return active
