@@ -5,7 +5,7 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pama_lit.evaluate import evaluate, log_dir
+from pama_lit.run.evaluate import evaluate, log_dir
 
 # hydra.run.dir of conf/evaluate.yaml: resolved, and created, before main() runs.
 OmegaConf.register_new_resolver("pama_evaluate_dir", log_dir, replace=True)

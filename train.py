@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from pama_lit.train import train
+from pama_lit.run.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -167,7 +167,7 @@ def compose(overrides: list[str]):
 
 def build_module(cfg, rewards: dict, model_loader=None):
     """The ``PamaModule`` that ``train()`` builds from a composed config, optionally on another loader."""
-    from pama_lit.train import build_module as build
+    from pama_lit.run.train import build_module as build
 
     module = build(cfg, rewards)
     if model_loader is not None:

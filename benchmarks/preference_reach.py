@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, write_result  # noqa: E402
 
 from pama_lit import ops  # noqa: E402
-from pama_lit.pareto import combine_linear, combine_pama_token  # noqa: E402
+from pama_lit.core.pareto import combine_linear, combine_pama_token  # noqa: E402
 
 W1 = (0.9, 0.5, 0.1, 0.01)
 VETO_THRESHOLD = 0.1

@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, median, print_table, write_result  # noqa: E402
 
-from pama_lit.gradient_methods import combine_gradients, gram_matrix, solve_min_norm  # noqa: E402
-from pama_lit.ops import noon  # noqa: E402
-from pama_lit.pareto import combine_pama_batch, combine_pama_token, min_norm_weights  # noqa: E402
+from pama_lit.core.mgda import combine_gradients, gram_matrix, solve_min_norm  # noqa: E402
+from pama_lit.core.ops import noon  # noqa: E402
+from pama_lit.core.pareto import combine_pama_batch, combine_pama_token, min_norm_weights  # noqa: E402
 
 LORA_SIZE = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))  # layers x r x sum of (in + out)
 

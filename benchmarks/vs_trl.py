@@ -188,7 +188,7 @@ def main() -> None:
         )
         return
 
-    from pama_lit.cache import cache_dir
+    from pama_lit.infra.cache import cache_dir
     from pama_lit.models.loading import embedded_smollm2_dir
 
     model_dir = embedded_smollm2_dir()

@@ -23,13 +23,13 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf, open_dict
 from safetensors.torch import save_file
 
-from pama_lit.algorithms import COMBINERS
-from pama_lit.cache import CacheError, cache_dir, cached_folder
-from pama_lit.checkpointing import CheckpointError
-from pama_lit.config import VALUE_RULES, ConfigError, validate_config
-from pama_lit.data import PromptFileError, prompt_file
-from pama_lit.rewards.hub_access import HubModelUnavailable
-from pama_lit.train import train
+from pama_lit.data.prompts import PromptFileError, prompt_file
+from pama_lit.infra.cache import CacheError, cache_dir, cached_folder
+from pama_lit.infra.checkpointing import CheckpointError
+from pama_lit.infra.hub_access import HubModelUnavailable
+from pama_lit.run.config import VALUE_RULES, ConfigError, validate_config
+from pama_lit.run.train import train
+from pama_lit.training.combiners import COMBINERS
 
 TINY = ["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "data.val_size=2", "logger=none"]
 
@@ -259,7 +259,7 @@ def test_a_preference_mapping_by_objective_is_accepted():
     """A mapping from each objective id to its weight means the same as the list in objective order."""
     cfg = compose_config(["debug=tiny", "preference={length:3,sentiment:1}"])
     validate_config(cfg)
-    from pama_lit.preference import resolve_preference
+    from pama_lit.core.preference import resolve_preference
 
     weights = resolve_preference(OmegaConf.to_container(cfg.preference), ["sentiment", "length"])
     assert weights.tolist() == [0.25, 0.75]
@@ -591,7 +591,7 @@ def test_checkpoint_with_other_adapters_is_refused_before_the_model(
 
 
 def test_checkpoint_with_the_configured_adapters_passes_preflight(tmp_path):
-    from pama_lit.preflight import check_checkpoint
+    from pama_lit.run.preflight import check_checkpoint
 
     ckpt = _checkpoint(tmp_path / "same.ckpt", ["sentiment", "length"], state_dict=_lora_state(4))
     check_checkpoint(str(ckpt), compose_config(TINY))
@@ -665,7 +665,7 @@ def _finished_run(root: Path, overrides: tuple = ()) -> Path:
 @pytest.mark.parametrize("how", ["missing", "truncated", "random_bytes", "empty"])
 @pytest.mark.parametrize("name", ["adapter/adapter_model.safetensors", "value_heads.pt"])
 def test_evaluate_names_a_damaged_final_file_before_the_model(tmp_path, no_model, name, how):
-    from pama_lit.evaluate import evaluate
+    from pama_lit.run.evaluate import evaluate
 
     run = _finished_run(tmp_path)
     _damage(run / "final" / name, how)
@@ -679,7 +679,7 @@ def test_evaluate_names_a_damaged_final_file_before_the_model(tmp_path, no_model
 
 
 def test_evaluate_of_a_run_without_validation_prompts_asks_for_num_prompts(tmp_path, no_model):
-    from pama_lit.evaluate import evaluate
+    from pama_lit.run.evaluate import evaluate
 
     run = _finished_run(tmp_path, ("data.val_size=0",))
     with pytest.raises(ValueError) as err:
@@ -770,10 +770,10 @@ def test_a_damaged_cache_artifact_is_built_again_with_a_warning(tmp_path, monkey
         (folder / "manifest.json").unlink()
     else:
         (folder / "manifest.json").write_text("")
-    from pama_lit import cache
+    from pama_lit.infra import cache
 
     cache._hashed.clear()  # a new process
-    with caplog.at_level(logging.WARNING, logger="pama_lit.cache"):
+    with caplog.at_level(logging.WARNING, logger="pama_lit.infra.cache"):
         cached_folder(folder, _build_three_files(calls), "the test artifact")
     assert len(calls) == 2
     assert weights.read_bytes() == b"w" * 4096
@@ -793,7 +793,7 @@ def test_a_sound_cache_artifact_is_not_built_again(tmp_path, monkeypatch):
     calls: list = []
     folder = cache_dir() / "artifact"
     cached_folder(folder, _build_three_files(calls), "the test artifact")
-    from pama_lit import cache
+    from pama_lit.infra import cache
 
     cache._hashed.clear()
     cached_folder(folder, _build_three_files(calls), "the test artifact")
@@ -829,7 +829,7 @@ def test_embedded_model_cache_is_converted_again_when_truncated(tmp_path, monkey
     monkeypatch.setattr(loading, "_convert_smollm2", _build_three_files(calls))
     folder = loading.embedded_smollm2_dir()
     (folder / "model.safetensors").write_bytes(b"w" * 10)
-    with caplog.at_level(logging.WARNING, logger="pama_lit.cache"):
+    with caplog.at_level(logging.WARNING, logger="pama_lit.infra.cache"):
         assert loading.embedded_smollm2_dir(weights=False) == folder
     assert len(calls) == 2 and (folder / "model.safetensors").stat().st_size == 4096
     assert_names(caplog.text, "SmolLM2", str(folder / "model.safetensors"), "10 bytes", "4096")
@@ -848,7 +848,7 @@ def test_humor_cache_artifact_is_trained_again_when_damaged(tmp_path, monkeypatc
     monkeypatch.setattr(humor_train, "train_humor_classifier", fake_train)
     path = humor_train.cached_artifact()
     path.write_text('{"format": "pama_lit.hum')
-    with caplog.at_level(logging.WARNING, logger="pama_lit.cache"):
+    with caplog.at_level(logging.WARNING, logger="pama_lit.infra.cache"):
         assert humor_train.cached_artifact() == path
     assert len(trained) == 2 and path.read_text() == '{"format": "pama_lit.humor_classifier"}'
     assert_names(caplog.text, "humor classifier", str(path), "damaged")
@@ -901,13 +901,13 @@ def test_long_prompts_are_cut_from_the_left_with_a_warning(caplog):
     from conftest import compose_config as compose
 
     from pama_lit.rewards import build_rewards
-    from pama_lit.train import build_module
+    from pama_lit.run.train import build_module
 
     cfg = compose([*TINY, "model.max_prompt_length=24"])
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     long_prompt = "BEGINNING " + "word " * 200 + "the end"
-    with caplog.at_level("WARNING", logger="pama_lit.module"):
+    with caplog.at_level("WARNING", logger="pama_lit.training.module"):
         ids, mask = module.tokenize_prompts([long_prompt, "short"])
     assert ids.shape[1] == 24 and mask[0].all()
     assert "Prompts longer than model.max_prompt_length=24 tokens are cut from the left" in caplog.text
@@ -916,14 +916,14 @@ def test_long_prompts_are_cut_from_the_left_with_a_warning(caplog):
 
 
 def test_wandb_without_api_key_falls_back_to_offline(tmp_path, monkeypatch, caplog):
-    from pama_lit.train import build_loggers
+    from pama_lit.run.train import build_loggers
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = compose_config([*TINY, "logger=wandb"], tmp_path)
-    with caplog.at_level("WARNING", logger="pama_lit.train"):
+    with caplog.at_level("WARNING", logger="pama_lit.run.train"):
         (logger,) = build_loggers(cfg)
     assert (
         "No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later"

@@ -7,7 +7,7 @@ from conftest import CONF, compose_config
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from pama_lit.config import validate_config
+from pama_lit.run.config import validate_config
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]

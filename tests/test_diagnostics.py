@@ -15,11 +15,11 @@ from test_distributed import RULE_REWARDS
 from test_gradient_methods import tiny_policy, tiny_rollout
 from train_runs import TINY
 
-from pama_lit import ops
-from pama_lit.config import ConfigError, validate_config
-from pama_lit.gradient_step import pareto_diagnostic
-from pama_lit.module import PamaModule
-from pama_lit.train import train
+from pama_lit.core import ops
+from pama_lit.run.config import ConfigError, validate_config
+from pama_lit.run.train import train
+from pama_lit.training.mgda_step import pareto_diagnostic
+from pama_lit.training.module import PamaModule
 
 
 def logged_rows(cfg) -> dict[int, dict[str, float]]:

@@ -33,9 +33,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from train_runs import TINY, iteration_metrics, run_train, train_env
 
-from pama_lit import distributed, ops
-from pama_lit.pareto import combine_pama_batch
-from pama_lit.prompt_batches import IterationBatchSampler
+from pama_lit.core import ops
+from pama_lit.core.pareto import combine_pama_batch
+from pama_lit.data.batches import IterationBatchSampler
+from pama_lit.infra import distributed
 
 
 def test_helpers_are_the_local_ops_in_one_process():
@@ -235,7 +236,7 @@ def test_gpu_strategy_configs_compose_and_validate():
     from conftest import compose_config
     from hydra.utils import instantiate
 
-    from pama_lit.config import validate_config
+    from pama_lit.run.config import validate_config
 
     for name, target in (
         ("ddp", "DDPStrategy"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from pama_lit.core.ops import logprobs_from_logits
 from pama_lit.models.policy import PolicyWithValueHeads, disable_dropout
-from pama_lit.ops import logprobs_from_logits
 
 
 def tiny_llama(attention_dropout: float = 0.5) -> LlamaForCausalLM:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from pama_lit.evaluation import mean_ci, summarise
-from pama_lit.train import print_summary
+from pama_lit.run.results import mean_ci, summarise
+from pama_lit.run.train import print_summary
 
 
 def records(scale: float) -> list[dict]:
@@ -81,7 +81,7 @@ def test_evaluate_keeps_the_split_of_the_run(tmp_path, saved_split_seed):
     from conftest import compose_config
     from omegaconf import OmegaConf, open_dict
 
-    from pama_lit.evaluate import load_run_config
+    from pama_lit.run.evaluate import load_run_config
 
     cfg = compose_config(["seed=3"], tmp_path)
     with open_dict(cfg):

@@ -11,11 +11,11 @@ import torch
 from conftest import compose_config
 from omegaconf import open_dict
 
-from pama_lit.module import PamaModule
 from pama_lit.rewards import CallableReward, Reward
-from pama_lit.rollout import Rollout
-from pama_lit.scoring import RewardError, mask_unscored, score_rollout
-from pama_lit.train import train
+from pama_lit.run.train import train
+from pama_lit.training.module import PamaModule
+from pama_lit.training.rollout import Rollout
+from pama_lit.training.scoring import RewardError, mask_unscored, score_rollout
 
 
 def _rollout(batch: int = 3, length: int = 4) -> Rollout:
@@ -176,7 +176,7 @@ def _train_capturing(cfg, monkeypatch) -> tuple[PamaModule, dict, list]:
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])
 def test_non_finite_loss_or_gradient_never_reaches_the_optimizer(tmp_path, monkeypatch, where):
-    import pama_lit.module as module_file
+    import pama_lit.training.module as module_file
 
     if where == "loss":
         original = module_file.policy_loss

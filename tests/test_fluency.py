@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.fluency import distinct_n, is_repetitive, mean_token_logprob, repeat_fraction
+from pama_lit.core.fluency import distinct_n, is_repetitive, mean_token_logprob, repeat_fraction
 
 FAST = settings(max_examples=60, deadline=None)
 

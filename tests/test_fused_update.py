@@ -8,9 +8,9 @@ import torch
 from conftest import compose_config
 from torch.utils.data import DataLoader
 
-from pama_lit.module import PamaModule
 from pama_lit.rewards import LengthReward
-from pama_lit.train import build_module
+from pama_lit.run.train import build_module
+from pama_lit.training.module import PamaModule
 
 PROMPTS = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
 

@@ -10,9 +10,9 @@ import torch
 from omegaconf import open_dict
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pama_lit import ops
-from pama_lit.config import ConfigError, validate_config
-from pama_lit.gradient_methods import (
+from pama_lit.core import ops
+from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.mgda import (
     combine_gradients,
     flatten_gradients,
     gram_matrix,
@@ -20,11 +20,11 @@ from pama_lit.gradient_methods import (
     solve_min_norm,
     write_gradients,
 )
-from pama_lit.gradient_step import mgda_backward
-from pama_lit.losses import policy_loss, value_loss
 from pama_lit.models.policy import PolicyWithValueHeads
-from pama_lit.rollout import Rollout
-from pama_lit.timing import PhaseTimer
+from pama_lit.run.config import ConfigError, validate_config
+from pama_lit.training.mgda_step import mgda_backward
+from pama_lit.training.rollout import Rollout
+from pama_lit.training.timing import PhaseTimer
 
 PPO = {"clip_coef": 0.2, "vf_clip": 0.2, "vf_coef": 0.1}
 
@@ -296,7 +296,7 @@ def test_gradient_baselines_refuse_16_mixed(tiny_cfg, algorithm):
 def test_gradient_baselines_train_and_log_their_weights(tiny_cfg, algorithm):
     import csv
 
-    from pama_lit.train import train
+    from pama_lit.run.train import train
 
     with open_dict(tiny_cfg):
         tiny_cfg.algorithm.name = algorithm

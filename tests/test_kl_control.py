@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pama_lit.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
+from pama_lit.core.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
 
 
 def test_fixed_controller_never_moves():
@@ -75,10 +75,10 @@ def test_module_feeds_the_controller_the_k1_sequence_kl_whatever_the_shaping_est
     from conftest import compose_config
     from torch.utils.data import DataLoader
 
-    from pama_lit.kl_control import AdaptiveKLController
-    from pama_lit.ops import kl_penalty
+    from pama_lit.core.kl_control import AdaptiveKLController
+    from pama_lit.core.ops import kl_penalty
     from pama_lit.rewards import LengthReward
-    from pama_lit.train import build_module
+    from pama_lit.run.train import build_module
 
     cfg = compose_config(
         [

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.losses import policy_loss, value_loss
+from pama_lit.core.losses import policy_loss, value_loss
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -12,11 +12,11 @@ from peft import LoraConfig, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import pama_lit.models.policy as policy_module
-from pama_lit.config import ConfigError, validate_config
 from pama_lit.models.merging import merge_blocker, merged_adapters
 from pama_lit.models.policy import PolicyWithValueHeads
 from pama_lit.rewards import build_rewards
-from pama_lit.train import build_module
+from pama_lit.run.config import ConfigError, validate_config
+from pama_lit.run.train import build_module
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
 VOCAB = 64

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pama_lit.pareto import combine_pama_token, min_norm_weights
+from pama_lit.core.pareto import combine_pama_token, min_norm_weights
 
 
 @pytest.fixture(scope="module")

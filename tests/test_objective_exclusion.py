@@ -15,9 +15,9 @@ from rule_rewards import vowel_fraction
 from torch.utils.data import DataLoader
 from train_runs import iteration_metrics
 
-from pama_lit.config import ConfigError, validate_config
 from pama_lit.rewards import CallableReward
-from pama_lit.train import build_module
+from pama_lit.run.config import ConfigError, validate_config
+from pama_lit.run.train import build_module
 
 PROMPTS = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
 
@@ -46,11 +46,11 @@ def fake_rollout(batch: int) -> SimpleNamespace:
 def test_a_constant_objective_is_left_out_and_warned_about_once(caplog):
     module = module_for([])
     scores = torch.tensor([[1.0, 0.2], [1.0, 0.5], [1.0, 0.1]])
-    with caplog.at_level(logging.WARNING, logger="pama_lit.module"):
+    with caplog.at_level(logging.WARNING, logger="pama_lit.training.module"):
         first = module.active_objectives(scores, fake_rollout(3))
         again = module.active_objectives(scores, fake_rollout(3))
     assert first.tolist() == [False, True] and again.tolist() == [False, True]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "pama_lit.module"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pama_lit.training.module"]
     assert len(warnings) == 1 and "'const'" in warnings[0] and "std 0 " in warnings[0]
 
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.ops import (
+from pama_lit.core.ops import (
     entropy_from_logits,
     explained_variance,
     gae,

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.ops import masked_mean, noon
-from pama_lit.pareto import (
+from pama_lit.core.ops import masked_mean, noon
+from pama_lit.core.pareto import (
     closed_form_min_norm,
     combine_linear,
     combine_pama_batch,

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.preference import resolve_preference, simplex_grid
+from pama_lit.core.preference import resolve_preference, simplex_grid
 
 OBJECTIVES = ["sentiment", "length"]
 

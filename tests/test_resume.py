@@ -21,7 +21,12 @@ import pytest
 import torch
 from train_runs import TINY, iteration_metrics, run_train, start_train
 
-from pama_lit.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint_file, read_run_state
+from pama_lit.infra.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    load_checkpoint_file,
+    read_run_state,
+)
 
 STEPS_PER_ITERATION = 4  # ppo.epochs=2 x ppo.num_minibatches=2 optimizer steps
 RUN = [*TINY, "iterations=4", "callbacks.samples.every_n_iterations=1"]

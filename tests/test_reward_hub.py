@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pama_lit.infra.hub_access import require_hub_dataset
 from pama_lit.rewards import (
     HubModelUnavailable,
     RewardModelReward,
@@ -17,7 +18,6 @@ from pama_lit.rewards import (
     build_rewards,
     require_hub_model,
 )
-from pama_lit.rewards.hub_access import require_hub_dataset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SENTENCES = [

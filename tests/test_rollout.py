@@ -7,8 +7,8 @@ import torch
 from conftest import compose_config
 
 from pama_lit.rewards import build_rewards
-from pama_lit.rollout import response_mask_from_eos
-from pama_lit.train import build_module
+from pama_lit.run.train import build_module
+from pama_lit.training.rollout import response_mask_from_eos
 
 
 def naive_mask(responses: list[list[int]], eos: set[int]) -> list[list[bool]]:
@@ -84,7 +84,7 @@ def test_validation_sampling_is_reproducible(tmp_path):
 
 def test_validation_records_the_reference_logprob_of_each_response(tmp_path):
     """The fluency log-prob is log pi_ref (adapters off) summed over exactly the response tokens."""
-    from pama_lit.evaluation import summarise
+    from pama_lit.run.results import summarise
 
     module = build_tiny_module(tmp_path)
     prompts = ["Hi", "Reply to this tweet in one short sentence: the weather is lovely today", "ok then"]

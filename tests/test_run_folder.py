@@ -14,9 +14,9 @@ import pytest
 from omegaconf import open_dict
 from train_runs import ROOT, TINY, run_train, start_train
 
-from pama_lit.loggers import AppendingCSVLogger
-from pama_lit.run_folder import LOCK_NAME, RunFolderError, acquire, check_folder, release
-from pama_lit.train import train
+from pama_lit.run.loggers import AppendingCSVLogger
+from pama_lit.run.run_folder import LOCK_NAME, RunFolderError, acquire, check_folder, release
+from pama_lit.run.train import train
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -84,7 +84,7 @@ def test_which_folders_a_run_may_use(tmp_path):
 def _hold(folder: Path) -> subprocess.Popen:
     """Another process that acquires ``folder`` and keeps it until killed."""
     code = (
-        "import sys, time; from pathlib import Path; from pama_lit.run_folder import acquire; "
+        "import sys, time; from pathlib import Path; from pama_lit.run.run_folder import acquire; "
         "acquire(Path(sys.argv[1]), None); print('held', flush=True); time.sleep(120)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)

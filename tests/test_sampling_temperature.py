@@ -6,7 +6,7 @@ import torch
 from conftest import compose_config
 
 from pama_lit.rewards import LengthReward
-from pama_lit.train import build_module
+from pama_lit.run.train import build_module
 
 PROMPTS = ["Tell me a joke.", "What is the capital of France?"]
 

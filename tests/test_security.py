@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_runs import TINY, run_train, train_env
 
-from pama_lit.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
-from pama_lit.redact import redact
+from pama_lit.infra.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint_file
+from pama_lit.infra.redact import redact
 
 FAKE_WANDB_KEY = "fakewandbkey0123456789abcdef0123456789abcd"
 FAKE_HF_TOKEN = "hf_FakeTokenForLeakTest9876543210zyxwv"
@@ -101,7 +101,7 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     assert not marker.exists()
 
     # Our own checkpoint content (RNG states included) passes weights_only=True.
-    from pama_lit.checkpointing import capture_rng, restore_rng
+    from pama_lit.infra.checkpointing import capture_rng, restore_rng
 
     safe = tmp_path / "safe.ckpt"
     AtomicCheckpointIO().save_checkpoint({"pama": {"rng": [capture_rng()]}}, safe)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from conftest import ROOT, compose_config
 
-from pama_lit.config import validate_config
-from pama_lit.preference import resolve_preference
+from pama_lit.core.preference import resolve_preference
+from pama_lit.run.config import validate_config
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 

@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT, compose_config
 from omegaconf import open_dict
 
-from pama_lit.module import PamaModule
-from pama_lit.train import train
+from pama_lit.run.train import train
+from pama_lit.training.module import PamaModule
 
 
 def _snapshot(module: PamaModule) -> tuple[dict, dict]:
@@ -119,7 +119,7 @@ def test_train_py_debug_fdr_subprocess(tmp_path):
 
 
 def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
-    from pama_lit.evaluate import evaluate
+    from pama_lit.run.evaluate import evaluate
 
     with open_dict(tiny_cfg):
         tiny_cfg.optimizer.lr = 0.05  # move the tiny policy far enough to change its samples
@@ -179,7 +179,7 @@ def test_evaluations_are_labelled_with_the_iteration_just_completed(tmp_path, it
 @pytest.mark.parametrize(("algorithm", "clamped"), [("morlhf_noon", True), ("morlhf", False)])
 def test_morlhf_noon_clamps_the_scalarised_advantage(tmp_path, monkeypatch, algorithm, clamped):
     """The ablation that separates Noon from PAMA's combine rule: one scalarised stream, never negative."""
-    from pama_lit.algorithms import Morlhf
+    from pama_lit.training.combiners import Morlhf
 
     seen: list[torch.Tensor] = []
     original = Morlhf.combine
@@ -210,6 +210,6 @@ def test_morlhf_noon_clamps_the_scalarised_advantage(tmp_path, monkeypatch, algo
     ],
 )
 def test_result_files_name_a_noon_override(name, noon, label):
-    from pama_lit.algorithms import build_combiner
+    from pama_lit.training.combiners import build_combiner
 
     assert build_combiner(name, noon).label == label

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pama_lit.cache import cache_dir, cached_folder
+from pama_lit.infra.cache import cache_dir, cached_folder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _smollm2_gguf_folder() -> Path:
 def embedded_smollm2_dir(weights: bool = True) -> Path:
     """The safetensors copy of SmolLM2-135M-Instruct in the cache; converted from GGUF on first use.
 
-    The copy is checked against its manifest (see :func:`pama_lit.cache.cached_folder`) and converted
+    The copy is checked against its manifest (see :func:`pama_lit.infra.cache.cached_folder`) and converted
     again, with a warning, when a file is missing, truncated or changed.
 
     Args:
@@ -166,7 +166,7 @@ def load_hub_model(
         load_in_8bit: bitsandbytes 8-bit weights (needs a CUDA GPU and bitsandbytes).
         embedded_alternative: the override that runs offline, named in the error.
     """
-    from pama_lit.rewards.hub_access import require_hub_model
+    from pama_lit.infra.hub_access import require_hub_model
 
     # A local folder or a cached snapshot comes back as a path: loading it never touches the network.
     name_or_path = str(

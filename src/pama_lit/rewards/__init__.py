@@ -6,12 +6,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pama_lit.cache import cache_dir
+from pama_lit.infra.cache import cache_dir
+from pama_lit.infra.hub_access import HubModelUnavailable, require_hub_model
 from pama_lit.rewards.base import Reward
 from pama_lit.rewards.callable import CallableReward
 from pama_lit.rewards.harmless import ProfanityHarmless
 from pama_lit.rewards.hub import RewardModelReward, SequenceClassifierReward
-from pama_lit.rewards.hub_access import HubModelUnavailable, require_hub_model
 from pama_lit.rewards.humor import HumorClassifier
 from pama_lit.rewards.length import LengthReward
 from pama_lit.rewards.normalize import Normalized

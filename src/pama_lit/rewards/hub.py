@@ -8,8 +8,8 @@ from typing import Literal
 
 import torch
 
+from pama_lit.infra.hub_access import require_hub_model
 from pama_lit.rewards.base import Reads, Reward, check_reads
-from pama_lit.rewards.hub_access import require_hub_model
 
 log = logging.getLogger(__name__)
 

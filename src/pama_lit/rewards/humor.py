@@ -59,7 +59,7 @@ class HumorClassifier(Reward):
 
     def _load(self) -> None:
         # Imported here so that `python -m pama_lit.rewards.humor_train` runs a module not yet imported.
-        from pama_lit.cache import manifest_problem
+        from pama_lit.infra.cache import manifest_problem
         from pama_lit.rewards.humor_train import (
             cached_artifact,
             default_artifact_path,

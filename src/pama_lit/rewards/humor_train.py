@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pama_lit.cache import cache_dir, cache_root, cached_folder
+from pama_lit.infra.cache import cache_dir, cache_root, cached_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class HumorTrainConfig:
 def default_artifact_path() -> Path:
     """Where the reward looks for the artifact: ``<cache>/humor_classifier_v{VERSION}/classifier.json``.
 
-    The folder is a cached artifact (see :func:`pama_lit.cache.cached_folder`): its manifest is
+    The folder is a cached artifact (see :func:`pama_lit.infra.cache.cached_folder`): its manifest is
     checked on load, and :func:`cached_artifact` trains it again when it is missing or damaged.
     """
     return cache_root() / f"humor_classifier_v{VERSION}" / "classifier.json"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-from pama_lit.algorithms import COMBINERS
-from pama_lit.checkpointing import load_checkpoint_file, run_state
-from pama_lit.config import ConfigError
+from pama_lit.infra.checkpointing import load_checkpoint_file, run_state
+from pama_lit.run.config import ConfigError
+from pama_lit.training.combiners import COMBINERS
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def check_adapters(path: str, state_dict: dict, model: DictConfig) -> None:
 
 def check_hub_sources(cfg: DictConfig) -> None:
     """Fail within seconds when the policy or the prompt data come from an unreachable hub."""
-    from pama_lit.rewards.hub_access import require_hub_dataset, require_hub_model
+    from pama_lit.infra.hub_access import require_hub_dataset, require_hub_model
 
     loader = cfg.model.loader
     if str(loader.get("_target_", "")).endswith("load_hub_model"):

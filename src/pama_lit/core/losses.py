@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pama_lit.ops import masked_mean
+from pama_lit.core.ops import masked_mean
 
 
 def policy_loss(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from pama_lit.ops import masked_mean
+from pama_lit.core.ops import masked_mean
 
 
 def closed_form_min_norm(

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from pama_lit.prompt_batches import IterationBatchSampler, ResumableLoader
+from pama_lit.data.batches import IterationBatchSampler, ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def hub_dataset(
         limit: read at most this many rows.
         extract: ``hh_prompt`` keeps an HH-RLHF dialogue up to its last "Assistant:" turn.
     """
-    from pama_lit.rewards.hub_access import require_hub_dataset
+    from pama_lit.infra.hub_access import require_hub_dataset
 
     require_hub_dataset(path, alternative="data=tweets or data=chitchat (embedded)")
     import datasets

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from pama_lit.algorithms import COMBINERS
-from pama_lit.kl_control import KL_CONTROLLERS
-from pama_lit.ops import KL_ESTIMATORS
-from pama_lit.preference import resolve_preference, simplex_grid
+from pama_lit.core.kl_control import KL_CONTROLLERS
+from pama_lit.core.ops import KL_ESTIMATORS
+from pama_lit.core.preference import resolve_preference, simplex_grid
+from pama_lit.training.combiners import COMBINERS
 
 
 class ConfigError(ValueError):

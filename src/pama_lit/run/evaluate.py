@@ -18,18 +18,18 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pama_lit.callbacks import run_metadata
-from pama_lit.checkpointing import (
+from pama_lit.infra.checkpointing import (
     CheckpointError,
     check_safetensors_file,
     check_torch_file,
     load_checkpoint_file,
     load_safetensors_file,
 )
-from pama_lit.evaluation import eval_record, write_json_atomic
-from pama_lit.module import PamaModule
 from pama_lit.rewards import build_rewards
-from pama_lit.train import build_module
+from pama_lit.run.callbacks import run_metadata
+from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.run.train import build_module
+from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,10 @@ def load_run_config(run_dir: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.log_dir = str(run_dir)
-        if cfg.data.get("_target_") == "pama_lit.data.PromptDataModule" and "split_seed" not in cfg.data:
+        if (
+            cfg.data.get("_target_") == "pama_lit.data.prompts.PromptDataModule"
+            and "split_seed" not in cfg.data
+        ):
             # Runs from before data.split_seed split their prompts with data.seed: keep their held-out prompts.
             cfg.data.split_seed = cfg.data.get("seed", 0)
     return cfg

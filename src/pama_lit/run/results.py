@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pama_lit import fluency
+from pama_lit.core import fluency
 
 EVAL_FORMAT = "pama_lit.eval/1"
 
@@ -40,7 +40,7 @@ def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples:
     Returns:
         The summary: ``num_prompts``, ``rewards`` (objective -> ``mean_ci``), ``kl_ref`` with its
         ``kl_ref_ci95``, ``response_length``, ``fluency`` (``ref_logprob``: mean log pi_ref per
-        response token over all tokens; ``distinct2``; ``repeat_frac``, see ``pama_lit.fluency``)
+        response token over all tokens; ``distinct2``; ``repeat_frac``, see ``pama_lit.core.fluency``)
         and ``samples``.
     """
     kl = mean_ci([r["kl_ref"] for r in records])

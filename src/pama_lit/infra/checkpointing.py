@@ -308,7 +308,7 @@ class SigtermCheckpoint(L.Callback):
         trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        from pama_lit import distributed
+        from pama_lit.infra import distributed
 
         if distributed.sum_int(int(trainer.received_sigterm), pl_module.device) > 0:
             # A rank that saw no signal stops too, or it would wait for the others in the next collective.

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import torch
 
-from pama_lit import distributed, ops
-from pama_lit.gradient_methods import (
+from pama_lit.core import ops
+from pama_lit.core.mgda import (
     combine_gradients,
     gram_matrix,
     mean_pairwise_cosine,
@@ -30,9 +30,10 @@ from pama_lit.gradient_methods import (
     solve_min_norm,
     write_gradients,
 )
+from pama_lit.infra import distributed
 from pama_lit.models.policy import PolicyWithValueHeads
-from pama_lit.rollout import Rollout
-from pama_lit.timing import PhaseTimer
+from pama_lit.training.rollout import Rollout
+from pama_lit.training.timing import PhaseTimer
 
 GRADIENT_SPACES = ("representation", "parameters")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from pama_lit.evaluation import append_jsonl, eval_record
+from pama_lit.run.results import append_jsonl, eval_record
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class RankConsistency(L.Callback):
     """
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from pama_lit import distributed
-        from pama_lit.evaluation import write_json_atomic
+        from pama_lit.infra import distributed
+        from pama_lit.run.results import write_json_atomic
 
         if distributed.world_size() == 1:
             return

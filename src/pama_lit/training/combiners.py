@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pama_lit import distributed
-from pama_lit.pareto import combine_pama_batch, combine_pama_token
+from pama_lit.core.pareto import combine_pama_batch, combine_pama_token
+from pama_lit.infra import distributed
 
 
 @dataclass

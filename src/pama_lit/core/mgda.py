@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pama_lit.losses import policy_loss, value_loss
-from pama_lit.pareto import min_norm_weights
+from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.pareto import min_norm_weights
 
 
 def per_objective_policy_losses(

@@ -2,7 +2,7 @@
 
 Lightning's ``CSVLogger`` gives each start a new ``version_<n>`` folder, and one given an existing
 version deletes its ``metrics.csv`` (Lightning 2.6: "Previous log files in this directory will
-be deleted"). A run owns its folder (``pama_lit.run_folder``), so its logs stay in ``version_0``
+be deleted"). A run owns its folder (``pama_lit.run.run_folder``), so its logs stay in ``version_0``
 and a resumed run appends to them.
 """
 

@@ -18,7 +18,7 @@ import logging
 import torch
 
 from pama_lit.rewards import Reward
-from pama_lit.rollout import Rollout
+from pama_lit.training.rollout import Rollout
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pama_lit import run_folder
-from pama_lit.callbacks import run_metadata
-from pama_lit.checkpointing import interrupt_status
-from pama_lit.config import validate_config
-from pama_lit.evaluation import eval_record, write_json_atomic
-from pama_lit.module import PamaModule
-from pama_lit.preflight import preflight
-from pama_lit.redact import redact
+from pama_lit.infra.checkpointing import interrupt_status
+from pama_lit.infra.redact import redact
 from pama_lit.rewards import build_rewards
+from pama_lit.run import run_folder
+from pama_lit.run.callbacks import run_metadata
+from pama_lit.run.config import validate_config
+from pama_lit.run.preflight import preflight
+from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build every component, evaluate the reference, fit, evaluate again, export.
 
-    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run_folder``). A resumed run
+    The run holds ``paths.output_dir`` while it lasts (``pama_lit.run.run_folder``). A resumed run
     (``ckpt_path``) appends to its folder's logs and takes its reference evaluation from
     ``reference/eval.json`` instead of evaluating it again.
 
@@ -185,7 +185,7 @@ def print_summary(objectives: list[str], start: dict | None, end: dict | None, o
     """Print the evaluations before and after training side by side, one uniquely named row per metric.
 
     Rows: ``reward/{objective}`` and ``kl_ref`` with their 95% confidence intervals, ``response_tokens``
-    (mean response length) and ``fluency/{ref_logprob,distinct2,repeat_frac}`` (see ``pama_lit.fluency``).
+    (mean response length) and ``fluency/{ref_logprob,distinct2,repeat_frac}`` (see ``pama_lit.core.fluency``).
     A run without evaluations (``data.val_size=0``) says so instead.
     """
     if start is None or end is None:

@@ -20,20 +20,21 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pama_lit import distributed, ops
-from pama_lit.algorithms import build_combiner
-from pama_lit.checkpointing import capture_rng, restore_rng
-from pama_lit.config import check_context_window
-from pama_lit.gradient_step import mgda_backward, pareto_diagnostic
-from pama_lit.kl_control import build_kl_controller
-from pama_lit.losses import policy_loss, value_loss
+from pama_lit.core import ops
+from pama_lit.core.kl_control import build_kl_controller
+from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.pareto import combine_stats
+from pama_lit.core.preference import resolve_preference
+from pama_lit.infra import distributed
+from pama_lit.infra.checkpointing import capture_rng, restore_rng
 from pama_lit.models.policy import PolicyWithValueHeads
-from pama_lit.pareto import combine_stats
-from pama_lit.preference import resolve_preference
 from pama_lit.rewards import Reward
-from pama_lit.rollout import Rollout, response_mask_from_eos
-from pama_lit.scoring import RewardError, mask_unscored, score_rollout
-from pama_lit.timing import PhaseTimer
+from pama_lit.run.config import check_context_window
+from pama_lit.training.combiners import build_combiner
+from pama_lit.training.mgda_step import mgda_backward, pareto_diagnostic
+from pama_lit.training.rollout import Rollout, response_mask_from_eos
+from pama_lit.training.scoring import RewardError, mask_unscored, score_rollout
+from pama_lit.training.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
 
@@ -612,7 +613,7 @@ class PamaModule(L.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
-        from pama_lit.evaluation import summarise
+        from pama_lit.run.results import summarise
 
         errors = [e for e in distributed.gather_objects(self._val_error) if e]
         if errors:

@@ -18,7 +18,7 @@ import logging
 import torch
 import torch.distributed as dist
 
-from pama_lit import ops
+from pama_lit.core import ops
 
 log = logging.getLogger(__name__)
 
