@@ -9,6 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+import pama_lit.run.schema  # noqa: F401  registers train_schema, which conf/train.yaml extends
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
@@ -20,7 +22,6 @@ def compose_config(overrides: list[str] | None = None, output_dir: Path | str | 
         cfg = compose("train", overrides=list(overrides or []), return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or "/tmp/pama_lit_test_output")
-        cfg.paths.log_dir = cfg.paths.output_dir
     return cfg
 
 

@@ -2,17 +2,20 @@
 
 Most are caught by ``validate_config`` or ``preflight`` before any model loads (the tests that run
 ``train()`` replace the tiny model's loader with one that fails if it is called). Two need the model
-(its context window) and say so. Hydra itself answers unknown config-group options; those tests
-pin what the user sees. Messages are matched on their key parts (the key, the bad value, what is
+(its context window) and say so. Hydra itself answers unknown config-group options, and (through
+the schema, ``pama_lit.run.schema``) misspelt keys and values of the wrong type; those tests pin
+what the user sees. Messages are matched on their key parts (the key, the bad value, what is
 allowed), so that their wording can improve.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
+import typing
 import zipfile
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from pama_lit.infra.cache import CacheError, cache_dir, cached_folder
 from pama_lit.infra.checkpointing import CheckpointError
 from pama_lit.infra.hub_access import HubModelUnavailable
 from pama_lit.run.config import VALUE_RULES, ConfigError, validate_config
+from pama_lit.run.schema import TrainConfig, schema_rules
 from pama_lit.run.train import train
 from pama_lit.training.combiners import COMBINERS
 
@@ -128,29 +132,12 @@ CONFIG_CASES = [
         ["rollout.max_new_tokens=-5", ">= 1"],
     ),
     (
-        "fractional_generation_length",
-        ["rollout.max_new_tokens=3.7"],
-        ConfigError,
-        ["rollout.max_new_tokens=3.7", "an integer"],
-    ),
-    (
-        "text_generation_length",
-        ["rollout.max_new_tokens=long"],
-        ConfigError,
-        ["rollout.max_new_tokens='long'", "an integer"],
-    ),
-    (
         "min_above_max_tokens",
         ["rollout.min_new_tokens=9", "rollout.max_new_tokens=8"],
         ConfigError,
         ["rollout.min_new_tokens=9", "[0, 8]", "rollout.max_new_tokens"],
     ),
     ("zero_iterations", ["iterations=0"], ConfigError, ["iterations=0", "integer >= 1"]),
-    ("fractional_iterations", ["iterations=2.5"], ConfigError, ["iterations=2.5", "an integer"]),
-    # A float that is a whole number is refused too: integer keys take ints only.
-    ("float_iterations", ["iterations=2.0"], ConfigError, ["iterations=2.0", "an integer"]),
-    ("text_iterations", ["iterations=many"], ConfigError, ["iterations='many'", "an integer"]),
-    ("bool_iterations", ["iterations=true"], ConfigError, ["iterations=True", "an integer"]),
     ("zero_eval_batch_size", ["eval.batch_size=0"], ConfigError, ["eval.batch_size=0", ">= 1"]),
     ("zero_eval_interval", ["eval.every_n_iterations=0"], ConfigError, ["eval.every_n_iterations=0", ">= 1"]),
     (
@@ -176,7 +163,6 @@ CONFIG_CASES = [
     ("negative_seed", ["seed=-1"], ConfigError, ["seed=-1", "[0, 4294967295]"]),
     ("seed_beyond_numpy", ["seed=4294967296"], ConfigError, ["seed=4294967296", "[0, 4294967295]"]),
     ("zero_lora_rank", ["model.lora.r=0"], ConfigError, ["model.lora.r=0", "integer >= 1"]),
-    ("fractional_lora_rank", ["model.lora.r=4.5"], ConfigError, ["model.lora.r=4.5", "an integer"]),
     ("lora_dropout_of_one", ["model.lora.dropout=1"], ConfigError, ["model.lora.dropout=1", "[0, 1)"]),
     ("zero_lora_alpha", ["model.lora.alpha=0"], ConfigError, ["model.lora.alpha=0", "> 0"]),
     (
@@ -246,6 +232,64 @@ def test_config_mistakes_are_named_before_anything_loads(overrides, error, parts
     assert_names(str(err.value), *parts)
 
 
+def composition_message(err: pytest.ExceptionInfo) -> str:
+    """Hydra's message and OmegaConf's cause under it (the cause holds ``full_key: <key>``)."""
+    return f"{err.value}\n{err.value.__cause__}"
+
+
+# (id, override, key parts of the message) for mistakes the schema (pama_lit.run.schema) refuses
+# while Hydra composes the config, before validate_config runs.
+COMPOSITION_CASES = [
+    ("typo_key", "ppo.clip_coeff=0.1", ["ppo.clip_coeff", "not in 'PPOConfig'"]),
+    ("typo_section", "rolout.batch_size=4", ["rolout.batch_size"]),
+    ("text_batch_size", "rollout.batch_size=abc", ["rollout.batch_size=abc", "'abc'", "Integer"]),
+    (
+        "fractional_generation_length",
+        "rollout.max_new_tokens=3.7",
+        ["rollout.max_new_tokens", "'3.7'", "Integer"],
+    ),
+    (
+        "text_generation_length",
+        "rollout.max_new_tokens=long",
+        ["rollout.max_new_tokens", "'long'", "Integer"],
+    ),
+    ("fractional_iterations", "iterations=2.5", ["full_key: iterations", "'2.5'", "Integer"]),
+    # A float that is a whole number is refused too: integer keys take ints only.
+    ("float_iterations", "iterations=2.0", ["full_key: iterations", "'2.0'", "Integer"]),
+    ("text_iterations", "iterations=many", ["full_key: iterations", "'many'", "Integer"]),
+    ("bool_iterations", "iterations=true", ["full_key: iterations", "'True'", "Integer"]),
+    ("fractional_lora_rank", "model.lora.r=4.5", ["full_key: model.lora.r", "'4.5'", "Integer"]),
+    ("text_flag", "ppo.whiten_advantages=maybe", ["full_key: ppo.whiten_advantages", "'maybe'", "bool"]),
+    ("text_number", "ppo.gamma=high", ["full_key: ppo.gamma", "'high'", "Float"]),
+]
+
+
+@pytest.mark.parametrize(
+    "override,parts", [c[1:] for c in COMPOSITION_CASES], ids=[c[0] for c in COMPOSITION_CASES]
+)
+def test_a_misspelt_key_or_a_wrong_type_fails_at_composition(override, parts):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["debug=tiny", override])
+    assert_names(composition_message(err), *parts)
+
+
+def test_a_misspelt_key_in_a_config_file_fails_at_composition(tmp_path):
+    """Not only the command line: a YAML file that sets an unknown key is refused by the schema too."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "typo.yaml").write_text("# @package _global_\nppo:\n  clip_coeff: 0.1\n")
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([f"hydra.searchpath=[file://{tmp_path}]", "experiment=typo"])
+    assert_names(composition_message(err), "ppo.clip_coeff", "experiment/typo")
+
+
+def test_an_appended_unknown_key_is_named_by_validate_config():
+    """``+key=value`` adds a key past the schema's check; validate_config names it with the known ones."""
+    cfg = compose_config(["debug=tiny", "+ppo.clip_coeff=0.1"])
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert_names(str(err.value), "ppo.clip_coeff is not a config key", "clip_coef, vf_coef")
+
+
 def test_objective_id_that_breaks_metric_keys():
     cfg = compose_config(["debug=tiny"])
     with open_dict(cfg):
@@ -265,13 +309,23 @@ def test_a_preference_mapping_by_objective_is_accepted():
     assert weights.tolist() == [0.25, 0.75]
 
 
-@pytest.mark.parametrize(
-    "key,bad",
-    [(key, "text") for key in VALUE_RULES]
-    + [(key, "1.5") for key, rule in VALUE_RULES.items() if rule.kind != "number"],
-)
+WRONG_TYPES = [(key, "text") for key in VALUE_RULES] + [
+    (key, "1.5") for key, rule in VALUE_RULES.items() if rule.kind != "number"
+]
+SCHEMA_RULES = schema_rules()
+
+
+@pytest.mark.parametrize("key,bad", [c for c in WRONG_TYPES if c[0] in SCHEMA_RULES])
+def test_every_schema_key_refuses_a_wrong_type_at_composition(key, bad):
+    """A key of the schema given text (an integer or a flag, also a fraction) fails as Hydra composes."""
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["debug=tiny", f"++{key}={bad}"])
+    assert_names(composition_message(err), f"full_key: {key}", f"'{bad}'")
+
+
+@pytest.mark.parametrize("key,bad", [c for c in WRONG_TYPES if c[0] not in SCHEMA_RULES])
 def test_every_checked_key_refuses_a_wrong_type_by_name(key, bad):
-    """The table's class: any key given text (an integer or a flag, also a fraction) is named with it."""
+    """The keys without a schema (data, optimizer, callbacks): validate_config names them with the value."""
     rule = VALUE_RULES[key]
     cfg = compose_config(["debug=tiny", f"++{key}={bad}"])
     with pytest.raises(ConfigError) as err:
@@ -303,6 +357,25 @@ def test_every_number_of_train_yaml_and_every_lora_setting_has_a_rule():
         keys |= {f"model.{key}" for key in _numeric_leaves({"lora": lora})}
     assert keys - set(VALUE_RULES) == set()
     assert {"model.lora.r", "model.lora.alpha", "model.lora.dropout", "ppo.gamma", "optimizer.lr"} <= keys
+
+
+def _numeric_fields(schema: type, prefix: str = ""):
+    """Dotted keys of the schema's int, float and bool fields (optional or in a list too)."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            yield from _numeric_fields(kind, f"{prefix}{f.name}.")
+        elif {int, float, bool} & {kind, *typing.get_args(kind)}:
+            yield f"{prefix}{f.name}"
+
+
+def test_every_number_of_the_schema_has_its_rule_beside_it():
+    """A new numeric field in pama_lit.run.schema must carry its range rule in its metadata."""
+    keys = set(_numeric_fields(TrainConfig))
+    assert keys - set(SCHEMA_RULES) == set()
+    assert {"rollout.batch_size", "ppo.kl.target", "model.lora.alpha", "algorithm.veto_threshold"} <= keys
+    assert set(SCHEMA_RULES) <= set(VALUE_RULES)
 
 
 @pytest.fixture

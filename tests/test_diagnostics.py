@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import compose_config
 from omegaconf import open_dict
+from omegaconf.errors import ValidationError
 from test_distributed import RULE_REWARDS
 from test_gradient_methods import tiny_policy, tiny_rollout
 from train_runs import TINY
@@ -176,9 +177,9 @@ def test_logged_stationarity_is_the_oracle_of_each_objectives_own_return(tmp_pat
 
     def spy(self, rollout, scores, kl):
         advantages = naive_monte_carlo_advantages(
-            scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg["gamma"]
+            scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma
         ).to(rollout.logprobs.dtype)
-        rows = torch.arange(len(rollout.texts) // self.ppo_cfg["num_minibatches"])
+        rows = torch.arange(len(rollout.texts) // self.ppo_cfg.num_minibatches)
         oracles.append(flat_policy_gradients(self.policy, rollout, advantages, rows))
         return original(self, rollout, scores, kl)
 
@@ -257,9 +258,14 @@ def test_the_diagnostic_does_not_change_training(tmp_path, monkeypatch, algorith
         assert torch.equal(value, weights[1][name]), name
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, "often"])
-def test_bad_diagnostics_interval_is_refused(tiny_cfg, value):
+def test_bad_diagnostics_interval_is_refused(tiny_cfg):
     with open_dict(tiny_cfg):
-        tiny_cfg.diagnostics.every_n_iterations = value
-    with pytest.raises(ConfigError, match=r"diagnostics\.every_n_iterations=.*an integer >= 0"):
+        tiny_cfg.diagnostics.every_n_iterations = -1
+    with pytest.raises(ConfigError, match=r"diagnostics\.every_n_iterations=-1: .*an integer >= 0"):
         validate_config(tiny_cfg)
+
+
+@pytest.mark.parametrize("value", [1.5, "often"])
+def test_diagnostics_interval_of_another_type_is_refused_by_the_schema(tiny_cfg, value):
+    with pytest.raises(ValidationError, match=r"full_key: diagnostics\.every_n_iterations"):
+        tiny_cfg.diagnostics.every_n_iterations = value

@@ -1,21 +1,30 @@
 """Start-up checks of a composed config: every mistake that needs no model is reported before one loads.
 
-``validate_config`` first runs the declarative table :data:`VALUE_RULES` (every scalar key's type and
-range, one message format ``<key>=<value>: must be <what is allowed>``), then the checks that relate
-several keys (a minibatch count that divides the batch, a veto threshold below the largest weight...).
+Types and key names are checked earlier, at composition, against ``pama_lit.run.schema``.
+``validate_config`` first runs :data:`VALUE_RULES` (every scalar key's range, and the type of the keys
+without a schema; one message format ``<key>=<value>: must be <what is allowed>``), then the checks
+that relate several keys (a minibatch count that divides the batch, a veto threshold below the largest weight...).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from pama_lit.core.kl_control import KL_CONTROLLERS
 from pama_lit.core.ops import KL_ESTIMATORS
 from pama_lit.core.preference import resolve_preference, simplex_grid
+from pama_lit.run.schema import (
+    SEED,
+    ModelConfig,
+    RolloutConfig,
+    Rule,
+    int_rule,
+    num_rule,
+    schema_rules,
+    unknown_keys,
+)
 from pama_lit.training.combiners import COMBINERS
 
 
@@ -23,138 +32,27 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key, the value and what is allowed."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What one config key accepts: a type, an optional range, and whether null is allowed.
-
-    Integers must be ints as YAML and the command line write them: ``2.0`` is refused (write ``2``),
-    and so is a bool, although Python counts ``True`` as the int 1. Numbers take ints and finite floats.
-    """
-
-    kind: str  # "int", "number" or "bool"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # the bound itself is excluded
-    high_open: bool = False
-    nullable: bool = False
-    note: str = ""  # what special values mean, e.g. "0 = off"
-    length: int | None = None  # a list of exactly this many values, each checked
-
-    def accepts(self, value: object) -> bool:
-        if value is None:
-            return self.nullable
-        if self.length is not None:
-            return (
-                isinstance(value, list)
-                and len(value) == self.length
-                and all(self._accepts_one(v) for v in value)
-            )
-        return self._accepts_one(value)
-
-    def _accepts_one(self, value: object) -> bool:
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self) -> str:
-        """What the key accepts, e.g. ``an integer >= 1`` or ``a number in (0, 1], or null``."""
-        if self.kind == "bool":
-            text = "true or false"
-        elif self.length is not None:
-            text = f"a list of {self.length} numbers{self._range()}"
-        else:
-            text = ("an integer" if self.kind == "int" else "a number") + self._range()
-        if self.note:
-            text += f" ({self.note})"
-        return text + (", or null" if self.nullable else "")
-
-    def _range(self) -> str:
-        lo, hi = self.low, self.high
-        if lo is not None and hi is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f" in {left}{lo}, {hi}{right}"
-        if lo is not None:
-            return f" {'>' if self.low_open else '>='} {lo}"
-        if hi is not None:
-            return f" {'<' if self.high_open else '<='} {hi}"
-        return ""
-
-
-def _int(low: int | None = None, high: int | None = None, **kwargs) -> Rule:
-    return Rule("int", low, high, **kwargs)
-
-
-def _num(low: float | None = None, high: float | None = None, **kwargs) -> Rule:
-    return Rule("number", low, high, **kwargs)
-
-
-_BOOL = Rule("bool")
-_SEED = _int(0, 2**32 - 1)  # numpy's seed range, which Lightning's seed_everything enforces
-_UNIT = _num(0, 1)
-
-# Every scalar key of conf/ a user may set, checked in this order before anything else; a key absent
-# from the composed config (another data source, a model without LoRA settings) is skipped.
+# Every scalar key of conf/ a user may set, checked in this order before anything else: the schema's
+# fields carry their own rules (pama_lit.run.schema); these are the keys of the groups without a
+# schema (`_target_` nodes). A key absent from the composed config (another data source) is skipped.
 VALUE_RULES: dict[str, Rule] = {
-    "seed": _SEED,
-    "iterations": _int(1),
-    "preference_grid.steps": _int(1, nullable=True),
-    "preference_grid.index": _int(0, nullable=True),
-    "rollout.batch_size": _int(1),
-    "rollout.max_new_tokens": _int(1),
-    "rollout.min_new_tokens": _int(0),
-    "rollout.temperature": _num(0, low_open=True),
-    "rollout.top_k": _int(0, note="0 = off"),
-    "rollout.top_p": _num(0, 1, low_open=True),
-    "rollout.merge_adapters": _BOOL,
-    "ppo.epochs": _int(1),
-    "ppo.num_minibatches": _int(1),
-    "ppo.clip_coef": _num(0, low_open=True),
-    "ppo.vf_coef": _num(0),
-    "ppo.vf_clip": _num(0, low_open=True),
-    "ppo.gamma": _UNIT,
-    "ppo.gae_lambda": _UNIT,
-    "ppo.whiten_advantages": _BOOL,
-    "ppo.max_grad_norm": _num(0, nullable=True, note="0 or null = no clipping"),
-    "ppo.kl.init_coef": _num(0),
-    "ppo.kl.target": _num(0, low_open=True, nullable=True),
-    "ppo.kl.horizon": _num(0, low_open=True),
-    "optimizer.lr": _num(0, low_open=True),
-    "optimizer.weight_decay": _num(0),
-    "optimizer.betas": _num(0, 1, high_open=True, length=2),
-    "eval.seed": _SEED,
-    "eval.every_n_iterations": _int(1),
-    "diagnostics.every_n_iterations": _int(0, note="0 = off"),
-    "eval.batch_size": _int(1),
-    "eval.num_samples": _int(0),
-    "data.val_size": _int(0, note="0 = no evaluation, no eval.json"),
-    "data.max_prompts": _int(1, nullable=True, note="null = all"),
-    "data.split_seed": _SEED,
-    "data.batch_size": _int(1),
-    "data.val_batch_size": _int(1, nullable=True),
-    "data.num_train_batches": _int(1),
-    "data.seed": _SEED,
-    "data.source.min_words": _int(1),
-    "data.source.max_words": _int(1, nullable=True),
-    "data.source.limit": _int(1, nullable=True),
-    "model.max_prompt_length": _int(1),
-    "model.chat_template": _BOOL,
-    "model.disable_dropout": _BOOL,
-    "model.gradient_checkpointing": _BOOL,
-    "model.lora.enabled": _BOOL,
-    "model.lora.r": _int(1),
-    "model.lora.alpha": _num(0, low_open=True),
-    "model.lora.dropout": _num(0, 1, high_open=True),
-    "algorithm.min_score_std": _num(0, note="0 = off"),
-    "algorithm.veto_threshold": _num(0, note="0 = off"),
-    "callbacks.checkpoint.every_n_iterations": _int(1),
-    "callbacks.samples.every_n_iterations": _int(1),
-    "callbacks.samples.num_samples": _int(0),
+    **schema_rules(),
+    "optimizer.lr": num_rule(0, low_open=True),
+    "optimizer.weight_decay": num_rule(0),
+    "optimizer.betas": num_rule(0, 1, high_open=True, length=2),
+    "data.val_size": int_rule(0, note="0 = no evaluation, no eval.json"),
+    "data.max_prompts": int_rule(1, nullable=True, note="null = all"),
+    "data.split_seed": SEED,
+    "data.batch_size": int_rule(1),
+    "data.val_batch_size": int_rule(1, nullable=True),
+    "data.num_train_batches": int_rule(1),
+    "data.seed": SEED,
+    "data.source.min_words": int_rule(1),
+    "data.source.max_words": int_rule(1, nullable=True),
+    "data.source.limit": int_rule(1, nullable=True),
+    "callbacks.checkpoint.every_n_iterations": int_rule(1),
+    "callbacks.samples.every_n_iterations": int_rule(1),
+    "callbacks.samples.num_samples": int_rule(0),
 }
 
 _ABSENT = object()
@@ -188,6 +86,10 @@ def validate_config(cfg: DictConfig) -> None:
     Raises:
         ConfigError: naming the bad key and value.
     """
+    unknown = unknown_keys(cfg)
+    if unknown:
+        key, declared = unknown[0]
+        raise ConfigError(f"{key} is not a config key (added with '+'?); known here: {', '.join(declared)}")
     check_values(cfg)
     objectives = list((cfg.objective or {}).get("rewards") or {})
     if not objectives:
@@ -250,13 +152,13 @@ def validate_config(cfg: DictConfig) -> None:
     _check_objectives(cfg)
     _check_kl(cfg)
     _check_trainer(cfg)
-    if cfg.get("rewards_on_error", "raise") not in ("raise", "skip"):
+    if cfg.rewards_on_error not in ("raise", "skip"):
         raise ConfigError(f"rewards_on_error={_shown(cfg.rewards_on_error)}: must be 'raise' or 'skip'")
 
 
 def _check_exclusion(algorithm: DictConfig, preference) -> None:
     """PAMA's veto threshold keeps at least the heaviest objective (at or below the largest weight)."""
-    threshold = algorithm.get("veto_threshold", 0.0)
+    threshold = algorithm.veto_threshold
     top = float(preference.max())
     if threshold > top:
         raise ConfigError(
@@ -297,8 +199,8 @@ def _check_kl(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown ppo.kl.controller {kl.controller!r}; known: {', '.join(KL_CONTROLLERS)}")
     if kl.estimator not in KL_ESTIMATORS:
         raise ConfigError(f"unknown ppo.kl.estimator {kl.estimator!r}; known: {', '.join(KL_ESTIMATORS)}")
-    if kl.controller == "adaptive" and not (kl.get("target") or 0) > 0:
-        raise ConfigError(f"ppo.kl.controller=adaptive needs ppo.kl.target > 0, got {kl.get('target')}")
+    if kl.controller == "adaptive" and not (kl.target or 0) > 0:
+        raise ConfigError(f"ppo.kl.controller=adaptive needs ppo.kl.target > 0, got {kl.target}")
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -326,7 +228,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         )
 
 
-def check_context_window(lm_config, model_cfg: dict, rollout_cfg: dict) -> None:
+def check_context_window(lm_config, model_cfg: ModelConfig, rollout_cfg: RolloutConfig) -> None:
     """Refuse a prompt + response budget longer than the model's context window (at model load).
 
     Prompts longer than ``model.max_prompt_length`` tokens are cut from the left with a warning; this
@@ -334,7 +236,7 @@ def check_context_window(lm_config, model_cfg: dict, rollout_cfg: dict) -> None:
     """
     text_config = lm_config.get_text_config() if hasattr(lm_config, "get_text_config") else lm_config
     window = getattr(text_config, "max_position_embeddings", None)
-    prompt, new = int(model_cfg.get("max_prompt_length", 256)), int(rollout_cfg["max_new_tokens"])
+    prompt, new = model_cfg.max_prompt_length, rollout_cfg.max_new_tokens
     if window and prompt + new > window:
         raise ConfigError(
             f"model.max_prompt_length={prompt} + rollout.max_new_tokens={new} = {prompt + new} tokens exceed the "

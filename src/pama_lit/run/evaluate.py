@@ -46,7 +46,6 @@ def load_run_config(run_dir: Path) -> DictConfig:
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir)
         if (
             cfg.data.get("_target_") == "pama_lit.data.prompts.PromptDataModule"
             and "split_seed" not in cfg.data
@@ -157,8 +156,7 @@ def evaluate(
             "num_prompts=N to score it on N of its prompts (they were training prompts)"
         )
     if policy == "trained":  # before the model loads
-        lora = cfg.model.get("lora") or {}
-        check_final(run_dir / "final", bool(lora) and lora.get("enabled", True))
+        check_final(run_dir / "final", cfg.model.lora.enabled)
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     if policy == "trained":

@@ -85,8 +85,8 @@ def check_adapters(path: str, state_dict: dict, model: DictConfig) -> None:
     """
     if not any(not k.startswith("policy.value_head.") for k in state_dict):
         return  # no policy weights to compare (only a pama_lit checkpoint's value heads, or nothing)
-    lora = model.get("lora") or {}
-    enabled = bool(lora) and lora.get("enabled", True)
+    lora = model.lora
+    enabled = lora.enabled
     a_keys = sorted(k for k in state_dict if ".lora_A." in k)
     if enabled != bool(a_keys):
         held = "LoRA adapters" if a_keys else "full-model weights (no LoRA adapters)"
@@ -104,7 +104,7 @@ def check_adapters(path: str, state_dict: dict, model: DictConfig) -> None:
             f"checkpoint {path!r} holds LoRA adapters of rank {shape[0]} ({key}: shape {shape}), this run "
             f"has model.lora.r={lora.r} (shape {configured}); resume with model.lora.r={shape[0]}"
         )
-    targets = lora.get("target_modules")
+    targets = lora.target_modules
     # Plain module names only: peft also takes dotted suffixes and regular expressions.
     if isinstance(targets, ListConfig) and all("." not in str(t) for t in targets):
         saved = sorted({k.split(".lora_A.")[0].rsplit(".", 1)[-1] for k in a_keys})

@@ -27,7 +27,7 @@ def mean_ci(values: list[float], z: float = 1.96) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
 
 
-def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples: int = 8) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples: int) -> dict[str, Any]:
     """Per-objective mean with 95% CI, KL to the reference, response length, fluency and a few samples.
 
     Args:

@@ -21,6 +21,15 @@ from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.config import validate_config
 from pama_lit.run.preflight import preflight
 from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.run.schema import (
+    AlgorithmConfig,
+    DiagnosticsConfig,
+    EvalConfig,
+    ModelConfig,
+    PPOConfig,
+    RolloutConfig,
+    typed,
+)
 from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
@@ -86,19 +95,20 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
 
 
 def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
-    """The LightningModule of a composed config; the model itself loads later, in ``configure_model``."""
+    """The LightningModule of a composed config (or of one a run saved), its sections as typed
+    dataclasses; the model itself loads later, in ``configure_model``."""
     return PamaModule(
         model_loader=instantiate(cfg.model.loader, _partial_=True),
         rewards=rewards,
-        algorithm=cfg.algorithm,
-        ppo=cfg.ppo,
-        rollout=cfg.rollout,
-        model=cfg.model,
+        algorithm=typed(AlgorithmConfig, cfg.algorithm),
+        ppo=typed(PPOConfig, cfg.ppo),
+        rollout=typed(RolloutConfig, cfg.rollout),
+        model=typed(ModelConfig, cfg.model),
         optimizer=instantiate(cfg.optimizer),
+        evaluation=typed(EvalConfig, cfg.eval),
+        rewards_on_error=cfg.rewards_on_error,
+        diagnostics=typed(DiagnosticsConfig, cfg.diagnostics),
         preference=cfg.preference,
-        eval_seed=cfg.eval.seed,
-        rewards_on_error=cfg.get("rewards_on_error", "raise"),
-        diagnostics=cfg.get("diagnostics"),
     )
 
 

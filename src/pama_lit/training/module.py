@@ -13,12 +13,12 @@ module only sequences them, owns the models, and logs. One ``training_step`` is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from pama_lit.core import ops
 from pama_lit.core.kl_control import build_kl_controller
@@ -30,6 +30,14 @@ from pama_lit.infra.checkpointing import capture_rng, restore_rng
 from pama_lit.models.policy import PolicyWithValueHeads
 from pama_lit.rewards import Reward
 from pama_lit.run.config import check_context_window
+from pama_lit.run.schema import (
+    AlgorithmConfig,
+    DiagnosticsConfig,
+    EvalConfig,
+    ModelConfig,
+    PPOConfig,
+    RolloutConfig,
+)
 from pama_lit.training.combiners import build_combiner
 from pama_lit.training.mgda_step import mgda_backward, pareto_diagnostic
 from pama_lit.training.rollout import Rollout, response_mask_from_eos
@@ -46,33 +54,35 @@ class PamaModule(L.LightningModule):
         model_loader: zero-argument callable returning a ``LoadedModel`` (policy LM + tokenizer).
         rewards: objective id -> reward, in objective order. Kept outside the module tree, so
             rewards never reach an optimizer or a checkpoint.
-        algorithm: ``name`` (pama, pama_batch, morlhf, noon_ppo, mgda_ub, mgda), optional ``noon``;
-            for pama and pama_batch ``min_score_std`` and ``veto_threshold`` (see ``active_objectives``).
-        ppo: PPO hyperparameters (see ``conf/train.yaml`` for each one's meaning).
+        algorithm: ``name`` (pama, pama_batch, morlhf, noon_ppo, mgda_ub, mgda), ``noon``; for pama
+            and pama_batch ``min_score_std`` and ``veto_threshold`` (see ``active_objectives``).
+        ppo: PPO hyperparameters. Each section's fields are documented in ``pama_lit.run.schema``
+            and ``conf/train.yaml``.
         rollout: generation settings (max_new_tokens, min_new_tokens, temperature, top_k, top_p).
         model: model settings (lora, chat_template, max_prompt_length, gradient_checkpointing).
         optimizer: a partial optimizer constructor taking the parameters.
-        preference: K positive weights in objective order, or None for uniform.
-        eval_seed: seed of the sampling during validation (the same responses for the same policy).
+        evaluation: ``seed`` of the sampling during validation (the same responses for the same
+            policy) and ``num_samples`` kept in each evaluation's summary.
         rewards_on_error: "raise" stops at a reward that raises or returns NaN/inf; "skip" leaves
             such samples out of the update and counts them in ``train/skipped_samples``.
         diagnostics: ``every_n_iterations``: measure Pareto stationarity (``train/diag/*``) on the
-            iterations that divide by it; 0 or None = never.
+            iterations that divide by it; 0 = never.
+        preference: K positive weights in objective order, or None for uniform.
     """
 
     def __init__(
         self,
         model_loader,
         rewards: dict[str, Reward],
-        algorithm: DictConfig | dict,
-        ppo: DictConfig | dict,
-        rollout: DictConfig | dict,
-        model: DictConfig | dict,
+        algorithm: AlgorithmConfig,
+        ppo: PPOConfig,
+        rollout: RolloutConfig,
+        model: ModelConfig,
         optimizer,
+        evaluation: EvalConfig,
+        rewards_on_error: str,
+        diagnostics: DiagnosticsConfig,
         preference: list[float] | None = None,
-        eval_seed: int = 1234,
-        rewards_on_error: str = "raise",
-        diagnostics: DictConfig | dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -81,32 +91,31 @@ class PamaModule(L.LightningModule):
         self.objectives = list(rewards)
         self.rewards = dict(rewards)
         self.preference = resolve_preference(preference, self.objectives)
-        self.algo_cfg = _plain(algorithm)
-        self.ppo_cfg = _plain(ppo)
-        self.rollout_cfg = _plain(rollout)
-        self.model_cfg = _plain(model)
+        self.algo_cfg = algorithm
+        self.ppo_cfg = ppo
+        self.rollout_cfg = rollout
+        self.model_cfg = model
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
-        self.temperature = float(self.rollout_cfg.get("temperature", 1.0))
-        self.combiner = build_combiner(self.algo_cfg["name"], self.algo_cfg.get("noon"))
-        self.min_score_std = float(self.algo_cfg.get("min_score_std", 1e-6))
-        self.veto_threshold = float(self.algo_cfg.get("veto_threshold", 0.0))
+        self.temperature = rollout.temperature
+        self.combiner = build_combiner(algorithm.name, algorithm.noon)
+        self.min_score_std = algorithm.min_score_std
+        self.veto_threshold = algorithm.veto_threshold
         self._warned_degenerate: set[str] = set()
         self._warned_no_objective = False
         self.num_streams = self.combiner.num_streams(len(self.objectives))
         # One epoch of one minibatch: the rollout's policy forward is also the update's (see rollout).
         self.fused_forward = (
-            self.ppo_cfg["epochs"] == 1
-            and self.ppo_cfg["num_minibatches"] == 1
+            self.ppo_cfg.epochs == 1
+            and self.ppo_cfg.num_minibatches == 1
             and self.combiner.gradient_space is None
         )
         self._update_forward: tuple[torch.Tensor, ...] | None = None
         self.model_loader = model_loader
         self.optimizer_factory = optimizer
-        self.eval_seed = eval_seed
-        kl = self.ppo_cfg["kl"]
-        self.kl_ctl = build_kl_controller(
-            kl["controller"], kl["init_coef"], kl.get("target"), kl.get("horizon", 10000)
-        )
+        self.eval_seed = evaluation.seed
+        self.eval_samples = evaluation.num_samples
+        kl = self.ppo_cfg.kl
+        self.kl_ctl = build_kl_controller(kl.controller, kl.init_coef, kl.target, kl.horizon)
         self.policy: PolicyWithValueHeads | None = None
         self.tokenizer = None
         self._val_records: list[dict[str, Any]] = []
@@ -118,7 +127,7 @@ class PamaModule(L.LightningModule):
         # state, which validation inside fit() sees before it counts the iteration just finished.
         self.completed_iterations = 0
         self.last_eval_iteration: int | None = None
-        self.diagnostics_every = int(_plain(diagnostics).get("every_n_iterations") or 0)
+        self.diagnostics_every = diagnostics.every_n_iterations
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -126,13 +135,13 @@ class PamaModule(L.LightningModule):
             return
         loaded = self.model_loader()
         self.tokenizer = loaded.tokenizer
-        lora = self.model_cfg.get("lora") or {}
+        lora = self.model_cfg.lora
         self.policy = PolicyWithValueHeads(
             loaded.model,
             num_value_heads=self.num_streams,
-            lora=lora if lora.get("enabled", True) and lora else None,
-            no_dropout=self.model_cfg.get("disable_dropout", True),
-            gradient_checkpointing=self.model_cfg.get("gradient_checkpointing", False),
+            lora=dataclasses.asdict(lora) if lora.enabled else None,
+            no_dropout=self.model_cfg.disable_dropout,
+            gradient_checkpointing=self.model_cfg.gradient_checkpointing,
         )
         # from_pretrained returns eval mode, where Hugging Face skips gradient checkpointing (and
         # Lightning warns); dropout is already off, so train mode changes nothing else.
@@ -164,7 +173,7 @@ class PamaModule(L.LightningModule):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
             active = self.active_objectives(scores, rollout)  # (K,) bool
-            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg["kl"]["estimator"])
+            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
             streams = self.combiner.stream_scores(scores, self.preference.to(scores))
             rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.advantages(rewards, rollout)  # 4
@@ -281,13 +290,13 @@ class PamaModule(L.LightningModule):
             query_mask,
             eos_token_ids=self.eos_token_ids.tolist(),
             pad_token_id=self.tokenizer.pad_token_id,
-            max_new_tokens=cfg["max_new_tokens"],
-            min_new_tokens=cfg.get("min_new_tokens", 1),
+            max_new_tokens=cfg.max_new_tokens,
+            min_new_tokens=cfg.min_new_tokens,
             temperature=self.temperature,
-            top_k=cfg.get("top_k", 0),
-            top_p=cfg.get("top_p", 1.0),
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
             do_sample=do_sample,
-            merge_adapters=cfg.get("merge_adapters", True),
+            merge_adapters=cfg.merge_adapters,
         )
         response_mask = response_mask_from_eos(responses, self.eos_token_ids)
         responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
@@ -324,7 +333,7 @@ class PamaModule(L.LightningModule):
     def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
         tok = self.tokenizer
-        if self.model_cfg.get("chat_template", True) and getattr(tok, "chat_template", None):
+        if self.model_cfg.chat_template and getattr(tok, "chat_template", None):
             texts = [
                 tok.apply_chat_template(
                     [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
@@ -334,7 +343,7 @@ class PamaModule(L.LightningModule):
             add_special = False
         else:
             texts, add_special = list(prompts), True
-        max_len = self.model_cfg.get("max_prompt_length", 256)
+        max_len = self.model_cfg.max_prompt_length
         enc = tok(
             texts,
             return_tensors="pt",
@@ -357,9 +366,9 @@ class PamaModule(L.LightningModule):
         """
         cfg = self.ppo_cfg
         advantages, returns = ops.gae(
-            rewards, rollout.values, rollout.response_mask, cfg["gamma"], cfg["gae_lambda"]
+            rewards, rollout.values, rollout.response_mask, cfg.gamma, cfg.gae_lambda
         )
-        if cfg.get("whiten_advantages", True):
+        if cfg.whiten_advantages:
             advantages = distributed.masked_whiten(advantages, rollout.response_mask)  # all ranks' tokens
         if self.combiner.noon:
             advantages = ops.noon(advantages)
@@ -385,14 +394,12 @@ class PamaModule(L.LightningModule):
         cfg = self.ppo_cfg
         mask = rollout.response_mask
         rewards = ops.shape_rewards(scores, kl, mask, self.kl_ctl.value)
-        returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg["gamma"], 1.0)
+        returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg.gamma, 1.0)
         advantages = distributed.masked_whiten(returns, mask)
-        idx = torch.arange(rollout.responses.shape[0] // cfg["num_minibatches"], device=self.device)
+        idx = torch.arange(rollout.responses.shape[0] // cfg.num_minibatches, device=self.device)
         # With dropout on, the extra forward would draw from the random stream the update then uses.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            return pareto_diagnostic(
-                self.policy, rollout, advantages, idx, cfg["clip_coef"], self.temperature
-            )
+            return pareto_diagnostic(self.policy, rollout, advantages, idx, cfg.clip_coef, self.temperature)
 
     def unmeasured_diagnostics(self) -> dict[str, torch.Tensor]:
         """NaN for every ``train/diag/*`` value, logged on the iterations between two measurements.
@@ -421,10 +428,10 @@ class PamaModule(L.LightningModule):
         cfg = self.ppo_cfg
         opt = self.optimizers()
         batch_size = rollout.responses.shape[0]
-        mb_size = batch_size // cfg["num_minibatches"]
+        mb_size = batch_size // cfg.num_minibatches
         pref = self.combiner.stream_preference(self.preference.to(advantages))
         acc: dict[str, list[torch.Tensor]] = {}
-        for _ in range(cfg["epochs"]):
+        for _ in range(cfg.epochs):
             for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
                 stats = self.minibatch_step(opt, rollout, advantages, returns, idx, pref, timer, active)
                 for k, v in stats.items():
@@ -439,7 +446,8 @@ class PamaModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
             loss, stats = mgda_backward(
                 self.policy, self.manual_backward, self.combiner.gradient_space,
-                rollout, advantages, returns, idx, pref, cfg, timer, temperature=self.temperature,
+                rollout, advantages, returns, idx, pref, dataclasses.asdict(cfg), timer,
+                temperature=self.temperature,
             )  # fmt: skip
             stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
             return stats
@@ -449,11 +457,11 @@ class PamaModule(L.LightningModule):
         ratio = torch.exp(logprobs - rollout.logprobs[idx]).detach()
         with timer("pareto_solve"):
             combined, weights = self.combiner.combine(
-                advantages[idx], mask, pref, ratio, cfg["clip_coef"], active
+                advantages[idx], mask, pref, ratio, cfg.clip_coef, active
             )
-        pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg["clip_coef"])
-        vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg["vf_clip"])
-        loss = pg_loss + cfg["vf_coef"] * vf_loss
+        pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg.clip_coef)
+        vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg.vf_clip)
+        loss = pg_loss + cfg.vf_coef * vf_loss
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         grad_norm = self.apply_gradients(opt, loss)
@@ -499,9 +507,9 @@ class PamaModule(L.LightningModule):
         norms = [p.grad.detach().float().norm() for p in self.policy.parameters() if p.grad is not None]
         norms = torch.stack(norms) if norms else torch.zeros(1, device=self.device)
         if self.finite_gradients(loss, norms):
-            if self.ppo_cfg.get("max_grad_norm"):
+            if self.ppo_cfg.max_grad_norm:
                 self.clip_gradients(
-                    opt, gradient_clip_val=self.ppo_cfg["max_grad_norm"], gradient_clip_algorithm="norm"
+                    opt, gradient_clip_val=self.ppo_cfg.max_grad_norm, gradient_clip_algorithm="norm"
                 )
             opt.step()
         else:
@@ -619,7 +627,7 @@ class PamaModule(L.LightningModule):
         if errors:
             raise RewardError(errors[0])
         records = self._gather_records(self._val_records)
-        summary = summarise(records, self.objectives)
+        summary = summarise(records, self.objectives, self.eval_samples)
         self.last_eval = summary
         self.last_eval_iteration = self.global_iteration
         metrics = {f"val/reward/{name}": summary["rewards"][name]["mean"] for name in self.objectives}
@@ -664,7 +672,7 @@ class PamaModule(L.LightningModule):
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.skipped_samples = int(state.get("skipped_samples", 0))
-        steps_per_iteration = self.ppo_cfg["epochs"] * self.ppo_cfg["num_minibatches"]
+        steps_per_iteration = self.ppo_cfg.epochs * self.ppo_cfg.num_minibatches
         self.completed_iterations = int(
             state.get("completed_iterations", checkpoint.get("global_step", 0) // steps_per_iteration)
         )
@@ -682,11 +690,3 @@ class PamaModule(L.LightningModule):
 
     def _trainable_keys(self) -> set[str]:
         return {f"policy.{k}" for k in self.policy.trainable_state_dict()}
-
-
-def _plain(cfg: DictConfig | dict | None) -> dict:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
