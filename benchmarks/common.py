@@ -157,6 +157,8 @@ def compose(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
+    import pama_lit.run.schema  # noqa: F401  registers train_schema, which conf/train.yaml extends
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose("train", overrides=overrides)

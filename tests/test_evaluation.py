@@ -40,8 +40,8 @@ def test_summary_holds_fluency_and_kl_spread():
 
 def test_print_summary_names_every_row_once_with_confidence_intervals(capsys, tmp_path):
     start, end = (
-        summarise(records(0.1), ["sentiment", "length"]),
-        summarise(records(0.3), ["sentiment", "length"]),
+        summarise(records(0.1), ["sentiment", "length"], num_samples=8),
+        summarise(records(0.3), ["sentiment", "length"], num_samples=8),
     )
     print_summary(["sentiment", "length"], start, end, tmp_path)
     out = capsys.readouterr().out
@@ -70,7 +70,7 @@ def test_print_summary_names_every_row_once_with_confidence_intervals(capsys, tm
 
 
 def test_summary_of_no_records_is_nan_not_an_error():
-    summary = summarise([], ["sentiment"])
+    summary = summarise([], ["sentiment"], num_samples=8)
     assert summary["num_prompts"] == 0
     assert all(math.isnan(v) for v in summary["fluency"].values())
 

@@ -106,5 +106,5 @@ def test_validation_records_the_reference_logprob_of_each_response(tmp_path):
         assert records[b]["response"] == ro.texts[b] and records[b]["length"] == len(r)
         assert records[b]["ref_logprob"] == pytest.approx(want, abs=1e-3)
         total, tokens = total + want, tokens + len(r)
-    summary = summarise(records, module.objectives)
+    summary = summarise(records, module.objectives, module.eval_samples)
     assert summary["fluency"]["ref_logprob"] == pytest.approx(total / tokens, abs=1e-4)

@@ -41,6 +41,7 @@ def test_train_changes_adapters_not_reference(tiny_cfg, monkeypatch):
         return original_fit_end(self)
 
     monkeypatch.setattr(PamaModule, "on_fit_end", keep)
+    tiny_cfg.eval.num_samples = 2  # of the 4 held-out prompts (debug=tiny's data.val_size)
     result = train(tiny_cfg)
 
     after_trainable, after_frozen = _snapshot(captured["module"])
@@ -59,6 +60,7 @@ def test_train_changes_adapters_not_reference(tiny_cfg, monkeypatch):
     evaluations = [json.loads(line) for line in (Path(out) / "evaluations.jsonl").read_text().splitlines()]
     reference = json.loads((Path(out) / "reference" / "eval.json").read_text())
     for summary in (record, reference, *evaluations):
+        assert len(summary["samples"]) == 2  # eval.num_samples
         assert set(summary["fluency"]) == {"ref_logprob", "distinct2", "repeat_frac"}
         assert summary["fluency"]["ref_logprob"] < 0
         assert 0 <= summary["fluency"]["repeat_frac"] <= 1
