@@ -78,12 +78,18 @@ def test_veto_threshold_leaves_out_light_objectives_only_for_pama():
     [
         ("algorithm.veto_threshold=0.6", r"algorithm.veto_threshold=0.6: .*\[0, 0.5\]"),
         ("algorithm.veto_threshold=-0.1", r"algorithm.veto_threshold=-0.1: .*>= 0"),
-        ("algorithm.min_score_std=-1", r"algorithm.min_score_std=-1: .*>= 0"),
+        ("algorithm.min_score_std=-1", r"algorithm.min_score_std=-1(\.0)?: .*>= 0"),
+        # Accepted and silently ignored once the key moved to the shared algorithm schema.
+        (
+            "algorithm=morlhf algorithm.veto_threshold=0.3",
+            r"veto_threshold=0.3: algorithm=morlhf .*pama, pama_batch",
+        ),
+        ("algorithm=mgda_ub algorithm.veto_threshold=0.3", r"veto_threshold=0.3: algorithm=mgda_ub"),
     ],
 )
 def test_bad_exclusion_settings_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):
-        module_for([override])
+        module_for(override.split())
 
 
 @pytest.mark.parametrize("algorithm", ["pama", "pama_batch"])

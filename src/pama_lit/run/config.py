@@ -159,6 +159,13 @@ def validate_config(cfg: DictConfig) -> None:
 def _check_exclusion(algorithm: DictConfig, preference) -> None:
     """PAMA's veto threshold keeps at least the heaviest objective (at or below the largest weight)."""
     threshold = algorithm.veto_threshold
+    combiner = COMBINERS.get(algorithm.name)
+    if threshold > 0 and combiner is not None and not combiner.excludes_objectives:
+        excluding = sorted(n for n, c in COMBINERS.items() if c.excludes_objectives)
+        raise ConfigError(
+            f"algorithm.veto_threshold={threshold}: algorithm={algorithm.name} has no min to leave objectives "
+            f"out of; the threshold applies to {', '.join(excluding)} (use 0 here)"
+        )
     top = float(preference.max())
     if threshold > top:
         raise ConfigError(
