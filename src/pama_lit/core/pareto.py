@@ -196,20 +196,6 @@ def combine_stats(
     }
 
 
-def combine_linear(advantages: torch.Tensor, preference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear scalarisation: sum_i w_i A_i,t.
-
-    Args:
-        advantages: (B,T,K) per-objective advantages.
-        preference: (K,) weights.
-
-    Returns:
-        combined (B,T) and weights (K,) (the preference, in the advantages' dtype and device).
-    """
-    w = _as_weights(preference, advantages)
-    return (advantages * w).sum(-1), w
-
-
 def min_norm_two(
     g11: float | torch.Tensor, g12: float | torch.Tensor, g22: float | torch.Tensor
 ) -> torch.Tensor:
