@@ -1,4 +1,4 @@
-"""Combining K per-objective advantages into one: PAMA's closed form, linear weights, and MGDA.
+"""Combining K per-objective advantages into one: PAMA's closed form and MGDA.
 
 PAMA (Theorem 1): for scalars a_1..a_K, min over the simplex of (sum_i c_i a_i)^2 is attained at
 s* = the projection of 0 onto [min_i a_i, max_i a_i]. After Noon every objective's per-token
