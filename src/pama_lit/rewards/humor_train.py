@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pama_lit.infra.atomic import write_atomic
 from pama_lit.infra.cache import cache_dir, cache_root, cached_folder
 
 log = logging.getLogger(__name__)
@@ -361,10 +362,8 @@ def train_humor_classifier(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - start, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(artifact, indent=1), encoding="utf-8")
-    os.replace(tmp, out)  # atomic: a concurrent reader sees the old file or the whole new one
+    # Ranks or multirun jobs may train at once: each writes its own temporary, the last rename wins.
+    write_atomic(out, json.dumps(artifact, indent=1), per_process=True)
     log.info(
         "humor classifier: %d-fold AUC %.3f (length alone %.3f), %.1f s, saved to %s",
         config.folds, artifact["cv_auc"], artifact["length_only_auc"], artifact["train_seconds"], out,

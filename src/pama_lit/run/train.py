@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import interrupt_status
 from pama_lit.infra.redact import redact
 from pama_lit.rewards import build_rewards
@@ -20,7 +21,7 @@ from pama_lit.run import run_folder
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.config import validate_config
 from pama_lit.run.preflight import preflight
-from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.run.results import eval_record
 from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
