@@ -618,7 +618,7 @@ class PamaModule(L.LightningModule):
         errors = [e for e in distributed.gather_objects(self._val_error) if e]
         if errors:
             raise RewardError(errors[0])
-        records = self._gather_records(self._val_records)
+        records = [r for part in distributed.gather_objects(self._val_records) for r in part]  # every rank's
         summary = summarise(records, self.objectives)
         self.last_eval = summary
         self.last_eval_iteration = self.global_iteration
@@ -627,13 +627,6 @@ class PamaModule(L.LightningModule):
         metrics["val/response_length"] = summary["response_length"]
         metrics.update({f"val/fluency/{name}": value for name, value in summary["fluency"].items()})
         self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
-
-    def _gather_records(self, records: list[dict]) -> list[dict]:
-        if self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
-            return records
-        gathered: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-        torch.distributed.all_gather_object(gathered, records)
-        return [r for part in gathered for r in part]
 
     # -------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
