@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import interrupt_status
 from pama_lit.infra.redact import redact
-from pama_lit.rewards import build_rewards
+from pama_lit.rewards import Normalized, build_rewards
 from pama_lit.run import run_folder
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.config import ConfigError, validate_config
@@ -60,7 +60,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     log.info("Model <%s>", cfg.model.loader._target_)
     module = build_module(cfg, rewards)
     trainer = build_trainer(cfg)
-    if trainer.world_size > 1 and any(getattr(r, "kind", None) == "running" for r in rewards.values()):
+    if trainer.world_size > 1 and any(
+        isinstance(r, Normalized) and r.kind == "running" for r in rewards.values()
+    ):
         raise ConfigError(
             f"reward.normalize=running with {trainer.world_size} processes: each would normalise with the "
             "moments of its own samples; use none, or fixed with measured means and stds"
