@@ -4,7 +4,7 @@ Hydra finds config options as files; a file per ordered combination of rewards d
 README promises that any +-joined objectives compose). Two Hydra plugins, shipped in this package's
 ``hydra_plugins/pama_lit_objectives`` so that Hydra discovers them wherever ``pama_lit`` is installed:
 
-- ``ObjectiveSearchPathPlugin`` appends, after the primary config directory, an
+- ``ObjectiveSearchPathPlugin`` appends, after the primary config directory, a
   ``pama-objective://<that directory>`` entry to the config search path (the same for ``train.py``,
   ``evaluate.py``, ``-m`` sweeps and the compose API);
 - ``ObjectiveConfigSource`` answers ``objective/<a+b+c>`` (and ``objective/<a>``) for reward names
@@ -18,6 +18,7 @@ This module imports nothing heavy: Hydra imports it on every start.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -32,7 +33,7 @@ GROUP = "objective"
 REWARD_GROUP = "reward"
 
 
-def objective_defaults(name: str, rewards: list[str], named: list[str] = ()) -> list[dict[str, str]]:
+def objective_defaults(name: str, rewards: Sequence[str], named: Sequence[str] = ()) -> list[dict[str, str]]:
     """The defaults list of ``objective=<name>``: one ``/reward@rewards.<id>: <id>`` per +-joined id.
 
     Args:
