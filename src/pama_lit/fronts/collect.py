@@ -28,12 +28,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pama_lit.fronts.metrics import additive_epsilon, hypervolume, igd_plus, non_dominated, spacing
+from pama_lit.run.results import EVAL_FORMAT  # the writer's format: imports no torch
 
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
 HISTORY_FILE = "evaluations.jsonl"
-EVAL_FORMAT = "pama_lit.eval/1"
 REFERENCE_POLICY = "reference"
 
 

@@ -3,6 +3,9 @@
 Kept apart from `metrics` because importing torchmetrics takes seconds, which the `fronts`
 command and the notebook do not need. Conventions (maximisation, reference point) are those of
 `pama_lit.fronts.metrics`.
+
+Nothing in training uses these yet: they are kept for live front logging during training (issue 11),
+which will accumulate each validation's per-objective scores and log the hypervolume and IGD+.
 """
 
 from __future__ import annotations

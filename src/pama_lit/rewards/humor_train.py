@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import logging
 import math
@@ -32,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from pama_lit.infra.atomic import write_atomic
 from pama_lit.infra.cache import cache_dir, cache_root, cached_folder
+from pama_lit.infra.packages import package_file
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ class HumorTrainConfig:
     """Texts per MiniLM forward pass."""
 
 
+# The joke and chat packages are pama_lit dependencies: a fresh `make setup` installs them.
+_INSTALL = "make setup"
+
+
 def default_artifact_path() -> Path:
     """Where the reward looks for the artifact: ``<cache>/humor_classifier_v{VERSION}/classifier.json``.
 
@@ -99,13 +104,6 @@ def cached_artifact(
     return path
 
 
-def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"package {package!r} is not installed (it is a pama_lit dependency)")
-    return Path(spec.submodule_search_locations[0])
-
-
 def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -136,7 +134,7 @@ class Source:
 
 def _mallard_lines() -> tuple[list[str], list[str]]:
     """humor-mcp's Mallard lines rated funny, and those rated unfunny."""
-    path = _package_dir("humor_mcp") / "packs" / "mallard" / "lines.jsonl"
+    path = package_file("humor_mcp", "packs/mallard/lines.jsonl", "the humor classifier", _INSTALL)
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     funny, unfunny = [], []
     for r in records:
@@ -154,7 +152,7 @@ def load_sources(min_words: int = 3) -> list[Source]:
     import pyjokes
     import yaml
 
-    chatterbot = _package_dir("chatterbot_corpus") / "data" / "english"
+    chatterbot = package_file("chatterbot_corpus", "data/english", "the humor classifier", _INSTALL)
     jokes_yml = [
         c[-1] for c in yaml.safe_load((chatterbot / "humor.yml").read_text("utf-8"))["conversations"]
     ]
@@ -194,7 +192,11 @@ def load_sources(min_words: int = 3) -> list[Source]:
 
 def load_chat_turns() -> list[str]:
     """Chat turns of chitchat-dataset (one sender's consecutive messages, joined), greetings skipped."""
-    data = json.loads((_package_dir("chitchat_dataset") / "dataset.json").read_text(encoding="utf-8"))
+    data = json.loads(
+        package_file("chitchat_dataset", "dataset.json", "the humor classifier", _INSTALL).read_text(
+            encoding="utf-8"
+        )
+    )
     return [
         " ".join(message["text"] for message in turn)
         for chat in data.values()
@@ -361,10 +363,8 @@ def train_humor_classifier(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - start, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(artifact, indent=1), encoding="utf-8")
-    os.replace(tmp, out)  # atomic: a concurrent reader sees the old file or the whole new one
+    # Ranks or multirun jobs may train at once: each writes its own temporary, the last rename wins.
+    write_atomic(out, json.dumps(artifact, indent=1), per_process=True)
     log.info(
         "humor classifier: %d-fold AUC %.3f (length alone %.3f), %.1f s, saved to %s",
         config.folds, artifact["cv_auc"], artifact["length_only_auc"], artifact["train_seconds"], out,

@@ -22,8 +22,10 @@ class Normalized(Reward):
       normalising the batch (TRL's RunningMoments); with ``momentum`` an exponential moving average
       instead of the exact cumulative moments. ``eval()`` freezes the statistics (validation).
 
-    The statistics are plain floats, saved with ``state_dict`` / ``load_state_dict`` so that a resumed
-    run normalises as before; ``metrics()`` reports them with the last raw batch's mean and std.
+    The statistics are plain floats, saved with ``state_dict`` / ``load_state_dict``; ``PamaModule``
+    keeps them in its checkpoints, so that a resumed run normalises as before. ``metrics()`` reports
+    them with the last raw batch's mean and std. Switched on by ``reward.normalize``; validation and
+    ``evaluate.py`` score with the raw reward, so results stay comparable across runs.
 
     Args:
         reward: the raw reward.
@@ -62,11 +64,12 @@ class Normalized(Reward):
 
     def __call__(self, prompts, responses, response_lengths):
         raw = self.reward(prompts, responses, response_lengths)
-        if len(raw):
-            self._raw_mean = raw.mean().item()
-            self._raw_std = raw.std(unbiased=False).item()
+        finite = raw[torch.isfinite(raw)]  # a NaN (rewards_on_error=skip) must not poison the moments
+        if len(finite):
+            self._raw_mean = finite.mean().item()
+            self._raw_std = finite.std(unbiased=False).item()
             if self.kind == "running" and self.training:
-                self._update(raw.double())
+                self._update(finite.double())
         out = (raw - self.mean) / (math.sqrt(self.var) + self.eps)
         return out.clamp(-self.clip, self.clip) if self.clip is not None else out
 

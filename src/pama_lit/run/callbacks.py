@@ -69,7 +69,7 @@ class RankConsistency(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         from pama_lit.infra import distributed
-        from pama_lit.run.results import write_json_atomic
+        from pama_lit.infra.atomic import write_json_atomic
 
         if distributed.world_size() == 1:
             return

@@ -18,6 +18,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import (
     CheckpointError,
     check_safetensors_file,
@@ -27,7 +28,7 @@ from pama_lit.infra.checkpointing import (
 )
 from pama_lit.rewards import build_rewards
 from pama_lit.run.callbacks import run_metadata
-from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.run.results import eval_record
 from pama_lit.run.train import build_module
 from pama_lit.training.module import PamaModule
 

@@ -70,15 +70,6 @@ def eval_record(summary: dict[str, Any], **meta: Any) -> dict[str, Any]:
     return {"format": EVAL_FORMAT, **meta, **summary}
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename: a crash never leaves a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON object as a line."""
     path = Path(path)

@@ -155,6 +155,13 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class RewardConfig:
+    """``reward``: how scores are shaped before training sees them (checked in ``rewards.normalize``)."""
+
+    normalize: Any = key()  # none | running | per objective {<id>: running | none | {kind: fixed, mean, std}}
+
+
+@dataclass
 class EvalConfig:
     """``eval``: the held-out evaluations (start, periodic, end) and their result files."""
 
@@ -224,6 +231,7 @@ class TrainConfig:
     preference_grid: PreferenceGridConfig = field(default_factory=PreferenceGridConfig)
     ckpt_path: str | None = key()  # resume from a checkpoint; "last" = <output_dir>/checkpoints/last.ckpt
     rewards_on_error: str = key()  # raise | skip (checked in run.config)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optimizer: Any = key()  # a _partial_ torch optimizer; its numbers are checked by run.config

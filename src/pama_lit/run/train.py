@@ -13,14 +13,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import interrupt_status
 from pama_lit.infra.redact import redact
-from pama_lit.rewards import build_rewards
+from pama_lit.rewards import Normalized, build_rewards
 from pama_lit.run import run_folder
 from pama_lit.run.callbacks import run_metadata
-from pama_lit.run.config import validate_config
+from pama_lit.run.config import ConfigError, validate_config
 from pama_lit.run.preflight import preflight
-from pama_lit.run.results import eval_record, write_json_atomic
+from pama_lit.run.results import eval_record
 from pama_lit.run.schema import (
     AlgorithmConfig,
     DiagnosticsConfig,
@@ -61,13 +62,20 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
-    rewards = build_rewards(cfg.objective.rewards)
+    rewards = build_rewards(cfg.objective.rewards, normalize=cfg.get("reward", {}).get("normalize"))
     log.info("Data <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
     module = build_module(cfg, rewards)
     trainer = build_trainer(cfg)
+    if trainer.world_size > 1 and any(
+        isinstance(r, Normalized) and r.kind == "running" for r in rewards.values()
+    ):
+        raise ConfigError(
+            f"reward.normalize=running with {trainer.world_size} processes: each would normalise with the "
+            "moments of its own samples; use none, or fixed with measured means and stds"
+        )
 
     reference = output_dir / "reference" / "eval.json"
     if ckpt_path is not None and reference.is_file():

@@ -28,7 +28,7 @@ from pama_lit.core.preference import resolve_preference
 from pama_lit.infra import distributed
 from pama_lit.infra.checkpointing import capture_rng, restore_rng
 from pama_lit.models.policy import PolicyWithValueHeads
-from pama_lit.rewards import Reward
+from pama_lit.rewards import Normalized, Reward
 from pama_lit.run.config import check_context_window
 from pama_lit.run.schema import (
     AlgorithmConfig,
@@ -90,6 +90,8 @@ class PamaModule(L.LightningModule):
         self.strict_loading = False
         self.objectives = list(rewards)
         self.rewards = dict(rewards)
+        # Validation scores raw rewards (reward.normalize only shapes training): comparable across runs.
+        self.raw_rewards = {k: r.reward if isinstance(r, Normalized) else r for k, r in self.rewards.items()}
         self.preference = resolve_preference(preference, self.objectives)
         self.algo_cfg = algorithm
         self.ppo_cfg = ppo
@@ -597,7 +599,7 @@ class PamaModule(L.LightningModule):
             torch.manual_seed(self.eval_seed + batch_idx)
             rollout = self.rollout(batch["prompt"])
         try:
-            scores = score_rollout(self.rewards, rollout, self.global_iteration, self.rewards_on_error)
+            scores = score_rollout(self.raw_rewards, rollout, self.global_iteration, self.rewards_on_error)
         except RewardError as err:
             if distributed.world_size() == 1:
                 raise
@@ -626,7 +628,7 @@ class PamaModule(L.LightningModule):
         errors = [e for e in distributed.gather_objects(self._val_error) if e]
         if errors:
             raise RewardError(errors[0])
-        records = self._gather_records(self._val_records)
+        records = [r for part in distributed.gather_objects(self._val_records) for r in part]  # every rank's
         summary = summarise(records, self.objectives, self.eval_samples)
         self.last_eval = summary
         self.last_eval_iteration = self.global_iteration
@@ -635,13 +637,6 @@ class PamaModule(L.LightningModule):
         metrics["val/response_length"] = summary["response_length"]
         metrics.update({f"val/fluency/{name}": value for name, value in summary["fluency"].items()})
         self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
-
-    def _gather_records(self, records: list[dict]) -> list[dict]:
-        if self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
-            return records
-        gathered: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-        torch.distributed.all_gather_object(gathered, records)
-        return [r for part in gathered for r in part]
 
     # -------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -656,6 +651,7 @@ class PamaModule(L.LightningModule):
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
             "completed_iterations": self.completed_iterations,
+            "reward_normalizers": self._normalizers_state(),
             # One entry per rank, in types that torch.load(weights_only=True) accepts.
             "rng": distributed.gather_objects(capture_rng()),
         }
@@ -670,6 +666,7 @@ class PamaModule(L.LightningModule):
                 "resume with the same objective= setting"
             )
         self.kl_ctl.load_state_dict(state["kl_controller"])
+        self._load_normalizers(state.get("reward_normalizers", {}))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.skipped_samples = int(state.get("skipped_samples", 0))
         steps_per_iteration = self.ppo_cfg.epochs * self.ppo_cfg.num_minibatches
@@ -687,6 +684,18 @@ class PamaModule(L.LightningModule):
             )  # fmt: skip
             restore_rng(states[0])
             distributed.decorrelate_rng()
+
+    def _normalizers_state(self) -> dict[str, dict]:
+        return {k: r.state_dict() for k, r in self.rewards.items() if isinstance(r, Normalized)}
+
+    def _load_normalizers(self, saved: dict[str, dict]) -> None:
+        if set(saved) != set(self._normalizers_state()):
+            raise ValueError(
+                f"checkpoint normalises objectives {sorted(saved)}, this run {sorted(self._normalizers_state())}; "
+                "resume with the same reward.normalize setting"
+            )
+        for name, state in saved.items():
+            self.rewards[name].load_state_dict(state)
 
     def _trainable_keys(self) -> set[str]:
         return {f"policy.{k}" for k in self.policy.trainable_state_dict()}
