@@ -10,6 +10,12 @@ Two further pama_lit rows, not at equal settings and reported apart: the LoRA se
 autocast (``trainer.precision=bf16-mixed``), and with activation checkpointing
 (``model.gradient_checkpointing=true``), which trades update time for peak memory.
 
+The floor (``floor_lora``, ``floor_full``; ``run_floor``) is the bare work of the same iteration on
+the same model, batch and adapters: a plain KV-cache decoding loop with ``torch.multinomial``, one
+forward without grad (the reference) and one forward+backward with a cross-entropy loss. The report
+sets pama_lit, TRL and the floor side by side phase by phase (sampling, scoring, update), all from
+the same run. ``--floors-only`` runs the floors alone (quick; ``--device cuda`` on a GPU).
+
 The peer runs in its own virtualenv (built on first use under the pama_lit cache: torch==2.13.0
 first, then trl==0.11.4, peft, rich and transformers 5), so the project's environment is untouched.
 Each variant runs in a fresh process (one warm-up iteration, then measured ones); the variants are
@@ -272,11 +278,14 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+# pama_lit's fused forward runs the policy's forward with grad in scoring, so its update is the backward
+# alone: only scoring + update compares like with like across the three sides.
 PHASES = [
-    ("sampling", "generate_s"),
-    ("scoring", "score_s"),
-    ("update", "update_s"),
-    ("iteration", "iteration_s"),
+    ("sampling", ("generate_s",)),
+    ("scoring", ("score_s",)),
+    ("update", ("update_s",)),
+    ("scoring + update", ("score_s", "update_s")),
+    ("iteration", ("iteration_s",)),
 ]
 
 
@@ -288,8 +297,8 @@ def phase_table(summary: dict) -> dict:
         if sum(v is not None for v in sides.values()) < 2:
             continue
         rows = []
-        for phase, key in PHASES:
-            t = {side: (v[key] if v else float("nan")) for side, v in sides.items()}
+        for phase, keys in PHASES:
+            t = {side: (sum(v[k] for k in keys) if v else float("nan")) for side, v in sides.items()}
             rows.append({"phase": phase, **{f"{s}_s": x for s, x in t.items()}, "pama/trl": t["pama"] / t["trl"],
                          "pama/floor": t["pama"] / t["floor"], "trl/floor": t["trl"] / t["floor"]})  # fmt: skip
         table[adapter] = rows
