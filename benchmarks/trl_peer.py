@@ -1,7 +1,7 @@
 """The peer side of benchmark (c): TRL 0.11.4's classic ``PPOTrainer``, run in its own virtualenv.
 
 Started by ``vs_trl.py`` with the peer venv's python; imports only torch, transformers, peft and
-trl, never pama_lit. Prints one JSON line with per-iteration generation and update times and the
+trl, never pama_lit. Prints one JSON line with per-iteration generation, scoring and update times and the
 process's peak RSS.
 """
 
@@ -70,11 +70,16 @@ def main() -> None:
         responses = trainer.generate(queries, return_prompt=False, batch_size=len(prompts), **gen_kwargs)
         generated = time.perf_counter()
         scores = [torch.tensor(len(r) / args.new_tokens, dtype=torch.float32) for r in responses]
-        trainer.step(queries, responses, scores)
+        stats = trainer.step(queries, responses, scores)
         end = time.perf_counter()
+        # Scoring: the policy and reference forwards without grad, the rewards and the advantages, by
+        # TRL's own timers; the update is the rest of the step (the forward+backward and the optimizer).
+        score = sum(
+            float(stats[f"time/ppo/{k}"]) for k in ("forward_pass", "compute_rewards", "compute_advantages")
+        )
         if i >= args.warmup:
-            records.append({"generate": generated - start, "update": end - generated, "iteration": end - start,
-                            "response_tokens": [len(r) for r in responses]})  # fmt: skip
+            records.append({"generate": generated - start, "score": score, "update": end - generated - score,
+                            "iteration": end - start, "response_tokens": [len(r) for r in responses]})  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"records": records, "peak_rss_mib": peak, "torch_threads": torch.get_num_threads(),
                       "versions": _versions()}))  # fmt: skip

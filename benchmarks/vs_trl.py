@@ -10,6 +10,12 @@ Two further pama_lit rows, not at equal settings and reported apart: the LoRA se
 autocast (``trainer.precision=bf16-mixed``), and with activation checkpointing
 (``model.gradient_checkpointing=true``), which trades update time for peak memory.
 
+The floor (``floor_lora``, ``floor_full``; ``run_floor``) is the bare work of the same iteration on
+the same model, batch and adapters: a plain KV-cache decoding loop with ``torch.multinomial``, one
+forward without grad (the reference) and one forward+backward with a cross-entropy loss. The report
+sets pama_lit, TRL and the floor side by side phase by phase (sampling, scoring, update), all from
+the same run. ``--floors-only`` runs the floors alone (quick; ``--device cuda`` on a GPU).
+
 The peer runs in its own virtualenv (built on first use under the pama_lit cache: torch==2.13.0
 first, then trl==0.11.4, peft, rich and transformers 5), so the project's environment is untouched.
 Each variant runs in a fresh process (one warm-up iteration, then measured ones); the variants are
@@ -21,6 +27,7 @@ Run: ``.venv/bin/python benchmarks/vs_trl.py`` (about 8 minutes; the first run a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -76,7 +83,11 @@ VARIANTS = {
     # Not equal settings, reported apart: our bf16 default, and activation checkpointing for memory.
     "pama_lora_bf16": ("pama", "lora", ["trainer.precision=bf16-mixed"]),
     "pama_lora_ckpt": ("pama", "lora", ["model.gradient_checkpointing=true"]),
+    # The floor: the bare work of an iteration on the same model and batch (``run_floor``).
+    "floor_lora": ("floor", "lora", []),
+    "floor_full": ("floor", "full", []),
 }
+FLOORS = ["floor_lora", "floor_full"]
 
 
 # ----------------------------------------------------------------------------------- peer venv
@@ -118,6 +129,11 @@ def run_pama(adapter: str, extra: list[str], iterations: int, warmup: int) -> di
         r["response_tokens"] = NEW_TOKENS
     import torch
 
+    for r in records:
+        # Scoring: the reference and policy forwards after sampling (the rollout phase less generate),
+        # the rewards and the advantages; the update is the rest (backward, optimizer, logging).
+        r["score"] = r["phases"]["rollout"] - r["generate"] + r["phases"]["score"] + r["phases"]["advantages"]
+        r["update"] = r["iteration"] - r["generate"] - r["score"]
     return {
         "records": records,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -127,15 +143,113 @@ def run_pama(adapter: str, extra: list[str], iterations: int, warmup: int) -> di
     }
 
 
+# ------------------------------------------------------------------------------------ the floor
+def run_floor(adapter: str, iterations: int, warmup: int, device: str) -> dict:
+    """In this process: the bare work of one iteration on the same model, batch and LoRA, timed by phase.
+
+    ``generate``: a plain decoding loop (forward with the KV cache, ``torch.multinomial`` on the
+    softmax, exactly ``NEW_TOKENS`` steps, no ``generate()`` machinery, no logits processors) through
+    the base weights, which is what merged-LoRA sampling costs; ``score``: one forward without grad
+    (the reference log-probs); ``update``: one forward and backward of the same sequences (LoRA
+    r=8 on q/v, or every weight) with a cross-entropy loss on the response tokens. No optimizer
+    step, no value head, no rewards: what no PPO implementation can skip.
+    """
+    import torch
+    import torch.nn.functional as F
+    from common import quiet_logs
+
+    quiet_logs()
+    from pama_lit.models.loading import load_embedded_smollm2
+
+    loaded = load_embedded_smollm2("float32")
+    model, tok = loaded.model.to(device), loaded.tokenizer
+    tok.padding_side = "left"
+    if adapter == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))  # fmt: skip
+        base = model.disable_adapter  # sampling and the reference through the base weights
+    else:
+        base = contextlib.nullcontext
+    model.train()  # as both trainers' updates run (no dropout in SmolLM2)
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    @torch.no_grad()
+    def decode() -> torch.Tensor:
+        from transformers import DynamicCache
+
+        cache, step_ids, step_mask, out = DynamicCache(), ids, mask, []
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        for _ in range(NEW_TOKENS):
+            logits = model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions,
+                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # fmt: skip
+            step_ids = torch.multinomial(logits.float().softmax(-1), 1)
+            out.append(step_ids)
+            step_mask = torch.cat([step_mask, torch.ones_like(step_ids)], dim=1)
+            positions = positions[:, -1:] + 1
+        return torch.cat(out, dim=1)
+
+    def inputs(responses: torch.Tensor) -> dict:
+        full_mask = torch.cat([mask, torch.ones_like(responses)], dim=1)
+        return dict(input_ids=torch.cat([ids, responses], dim=1), attention_mask=full_mask,
+                    position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=NEW_TOKENS + 1,
+                    use_cache=False)  # fmt: skip
+
+    torch.manual_seed(0)
+    records = []
+    for i in range(warmup + iterations):
+        sync()
+        t0 = time.perf_counter()
+        with base():
+            responses = decode()
+        sync()
+        t1 = time.perf_counter()
+        with base(), torch.no_grad():
+            model(**inputs(responses))
+        sync()
+        t2 = time.perf_counter()
+        logits = model(**inputs(responses)).logits[:, :-1]
+        F.cross_entropy(logits.flatten(0, 1), responses.flatten()).backward()
+        del logits
+        model.zero_grad(set_to_none=True)
+        sync()
+        t3 = time.perf_counter()
+        if i >= warmup:
+            records.append({"generate": t1 - t0, "score": t2 - t1, "update": t3 - t2, "iteration": t3 - t0,
+                            "response_tokens": NEW_TOKENS})  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "records": records,
+        "peak_rss_mib": peak,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
 # ----------------------------------------------------------------------------------- driver
 def run_variant(
-    name: str, peer: Path | None, model_dir: Path, iterations: int, warmup: int, threads: int | None
+    name: str,
+    peer: Path | None,
+    model_dir: Path,
+    iterations: int,
+    warmup: int,
+    threads: int | None,
+    device: str = "cpu",
 ) -> dict:
     side, adapter, extra = VARIANTS[name]
     if side == "trl":
         cmd = [str(peer), str(ROOT / "benchmarks" / "trl_peer.py"), "--model", str(model_dir),
                "--prompts", json.dumps(PROMPTS), "--mode", adapter, "--iterations", str(iterations),
                "--warmup", str(warmup), "--new-tokens", str(NEW_TOKENS)]  # fmt: skip
+    elif side == "floor":
+        cmd = [sys.executable, __file__, "--side", "floor", "--adapter", adapter, "--iterations", str(iterations),
+               "--warmup", str(warmup), "--device", device]  # fmt: skip
     else:
         cmd = [sys.executable, __file__, "--side", "pama", "--adapter", adapter, "--extra", json.dumps(extra),
                "--iterations", str(iterations), "--warmup", str(warmup)]  # fmt: skip
@@ -157,23 +271,61 @@ def summarise(runs: list[dict]) -> dict:
     return {
         "iterations_measured": len(records),
         "generate_s": median(r["generate"] for r in records),
+        "score_s": median(r["score"] for r in records),
         "update_s": median(r["update"] for r in records),
         "iteration_s": median(r["iteration"] for r in records),
         "peak_rss_mib": median(run["peak_rss_mib"] for run in runs),
     }
 
 
+# pama_lit's fused forward runs the policy's forward with grad in scoring, so its update is the backward
+# alone: only scoring + update compares like with like across the three sides.
+PHASES = [
+    ("sampling", ("generate_s",)),
+    ("scoring", ("score_s",)),
+    ("update", ("update_s",)),
+    ("scoring + update", ("score_s", "update_s")),
+    ("iteration", ("iteration_s",)),
+]
+
+
+def phase_table(summary: dict) -> dict:
+    """Per adapter and phase: pama_lit's, TRL's and the floor's seconds and their ratios, one run's medians."""
+    table = {}
+    for adapter in ("lora", "full"):
+        sides = {side: summary.get(f"{side}_{adapter}") for side in ("pama", "trl", "floor")}
+        if sum(v is not None for v in sides.values()) < 2:
+            continue
+        rows = []
+        for phase, keys in PHASES:
+            t = {side: (sum(v[k] for k in keys) if v else float("nan")) for side, v in sides.items()}
+            rows.append({"phase": phase, **{f"{s}_s": x for s, x in t.items()}, "pama/trl": t["pama"] / t["trl"],
+                         "pama/floor": t["pama"] / t["floor"], "trl/floor": t["trl"] / t["floor"]})  # fmt: skip
+        table[adapter] = rows
+        print_table(["phase", "pama_lit s", "TRL s", "floor s", "pama/TRL", "pama/floor", "TRL/floor"],
+                    [[r["phase"], r["pama_s"], r["trl_s"], r["floor_s"], r["pama/trl"], r["pama/floor"],
+                      r["trl/floor"]] for r in rows],
+                    title=f"By phase, {adapter} (floor: bare decode loop / one no-grad forward / one forward+backward)")  # fmt: skip
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--side", choices=["pama"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["pama", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--adapter", choices=["lora", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--extra", default="[]", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants")
     parser.add_argument("--iterations", type=int, default=2, help="measured iterations per process")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up iterations per process")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--floors-only", action="store_true", help="run only the floor variants (quick, or on a GPU)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="the floors' device, e.g. cuda (the trainers run on the CPU)"
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads on both sides (default: cores)"
     )
@@ -187,19 +339,25 @@ def main() -> None:
             )
         )
         return
+    if args.side == "floor":
+        print(json.dumps(run_floor(args.adapter, args.iterations, args.warmup, args.device), default=float))
+        return
+    variants = FLOORS if args.floors_only else args.variants
 
     from pama_lit.infra.cache import cache_dir
     from pama_lit.models.loading import embedded_smollm2_dir
 
     model_dir = embedded_smollm2_dir()
     peer = None
-    if any(VARIANTS[v][0] == "trl" for v in args.variants):
+    if any(VARIANTS[v][0] == "trl" for v in variants):
         peer = peer_python(args.peer_venv or cache_dir("benchmarks") / "trl-0.11.4-venv")
     machine = machine_info()
-    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
-        for name in args.variants:
-            result = run_variant(name, peer, model_dir, args.iterations, args.warmup, args.threads)
+        for name in variants:
+            result = run_variant(
+                name, peer, model_dir, args.iterations, args.warmup, args.threads, args.device
+            )
             runs[name].append(result)
             its = ", ".join(f"{r['iteration']:.2f}" for r in result["records"])
             print(
@@ -209,10 +367,11 @@ def main() -> None:
 
     summary = {name: summarise(rs) for name, rs in runs.items()}
     rows = [
-        [n, s["generate_s"], s["update_s"], s["iteration_s"], s["peak_rss_mib"]] for n, s in summary.items()
+        [n, s["generate_s"], s["score_s"], s["update_s"], s["iteration_s"], s["peak_rss_mib"]]
+        for n, s in summary.items()
     ]
-    print_table(["variant", "generate s", "update s", "iteration s", "peak RSS MiB"], rows,
-                title="Medians per iteration (batch 8, 32 new tokens, CPU)")  # fmt: skip
+    print_table(["variant", "generate s", "scoring s", "update s", "iteration s", "peak RSS MiB"], rows,
+                title="Medians per iteration (batch 8, 32 new tokens)")  # fmt: skip
     ratios, ratio_rows = {}, []
     for ours, peer_name in [
         ("pama_lora", "trl_lora"),
@@ -222,21 +381,23 @@ def main() -> None:
     ]:
         if ours in summary and peer_name in summary:
             a, b = summary[ours], summary[peer_name]
-            r = {k: a[k] / b[k] for k in ("generate_s", "update_s", "iteration_s", "peak_rss_mib")}
+            r = {k: a[k] / b[k] for k in ("generate_s", "score_s", "update_s", "iteration_s", "peak_rss_mib")}
             if not VARIANTS[ours][2]:  # the targets hold at equal settings
                 r["iteration_target_met"] = r["iteration_s"] <= 0.67
                 r["memory_target_met"] = r["peak_rss_mib"] <= 0.8
             ratios[f"{ours}/{peer_name}"] = r
-            ratio_rows.append(
-                [f"{ours}/{peer_name}", r["generate_s"], r["update_s"], r["iteration_s"], r["peak_rss_mib"]]
-            )
-    print_table(["ratio", "generate", "update", "iteration", "peak RSS"], ratio_rows,
-                title="pama_lit / TRL (targets at equal fp32 settings: iteration <= 0.67, peak RSS <= 0.8)")  # fmt: skip
+            ratio_rows.append([f"{ours}/{peer_name}", r["generate_s"], r["score_s"], r["update_s"],
+                               r["iteration_s"], r["peak_rss_mib"]])  # fmt: skip
+    if ratio_rows:
+        print_table(["ratio", "generate", "scoring", "update", "iteration", "peak RSS"], ratio_rows,
+                    title="pama_lit / TRL (targets at equal fp32 settings: iteration <= 0.67, peak RSS <= 0.8)")  # fmt: skip
+    phases = phase_table(summary)
     machine["load_average_at_end"] = os.getloadavg()
     machine["torch_threads"] = args.threads or "default"
-    write_result("vs_trl", {"machine": machine, "settings": {"equal": EQUAL_SETTINGS, "lora": LORA, "full": FULL,
-                 "new_tokens": NEW_TOKENS, "prompts": PROMPTS}, "summary": summary, "ratios": ratios,
-                 "runs": runs})  # fmt: skip
+    write_result("vs_trl_floors" if args.floors_only else "vs_trl",
+                 {"machine": machine, "settings": {"equal": EQUAL_SETTINGS, "lora": LORA, "full": FULL,
+                  "new_tokens": NEW_TOKENS, "prompts": PROMPTS, "floor_device": args.device},
+                  "summary": summary, "ratios": ratios, "phases": phases, "runs": runs})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -317,5 +317,57 @@ def test_entropy_ignores_masked_vocabulary():
     logits = torch.tensor([[[0.0, 0.0, -float("inf")]]], requires_grad=True)
     out = entropy_from_logits(logits)
     torch.testing.assert_close(out, torch.tensor([[math.log(2)]]))
-    out.sum().backward()
-    assert torch.isfinite(logits.grad).all()
+
+
+def test_entropy_keeps_no_graph_on_logits_that_carry_one():
+    # The fused rollout computes the entropy metric on the update's logits with grad enabled: a graph
+    # here would hold several (B,T,V) intermediates through the backward.
+    logits = torch.randn(2, 3, 7, requires_grad=True) * 1.0
+    out = entropy_from_logits(logits)
+    assert not out.requires_grad and out.grad_fn is None
+
+
+def _naive_logprobs(logits, labels, temperature=1.0):
+    return (logits.double() / temperature).log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk_elements", [1, 40, 1 << 22])  # a position per chunk, a few, one chunk
+def test_chunked_logprobs_match_the_unchunked_oracle_in_value_and_gradient(
+    dtype, temperature, chunk_elements, monkeypatch
+):
+    monkeypatch.setattr("pama_lit.core.ops._CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(3)
+    # A slice of a longer tensor, as the policy passes ``out.logits[:, :-1]``: not contiguous.
+    full = (torch.randn(3, 6, 11, generator=g, dtype=torch.float64) * 3).to(dtype).requires_grad_(True)
+    logits = full[:, :-1]
+    labels = torch.randint(0, 11, (3, 5), generator=g)
+    weights = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    out = logprobs_from_logits(logits, labels, temperature)
+    assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    (out.double() * weights).sum().backward()
+    oracle_leaf = full.detach().double().requires_grad_(True)
+    expected = _naive_logprobs(oracle_leaf[:, :-1], labels, temperature)
+    (expected * weights).sum().backward()
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-5}[dtype]
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=tol)
+    assert full.grad.dtype == dtype
+    grad_tol = 1e-2 if dtype == torch.bfloat16 else tol  # the gradient is stored in bf16
+    torch.testing.assert_close(full.grad.double(), oracle_leaf.grad, atol=grad_tol, rtol=grad_tol)
+
+
+def test_logprobs_keep_no_full_vocabulary_tensor_but_the_logits():
+    logits = torch.randn(4, 16, 1000, requires_grad=True)
+    labels = torch.randint(0, 1000, (4, 16))
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logprobs_from_logits(logits, labels, temperature=0.7)
+    large = [t for t in saved if t.numel() >= logits.numel()]
+    # log_softmax + gather would save the (B,T,V) log-softmax output as well.
+    assert large and all(t.data_ptr() == logits.data_ptr() for t in large)

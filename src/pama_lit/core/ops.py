@@ -249,21 +249,58 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def _rowwise(fn, logits: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-    """Apply ``fn`` in float32, a row at a time for low-precision logits.
+# Elements of float32 per chunk of positions (16 MiB): what the log-prob and entropy paths add at their
+# peak, whatever the batch, length and vocabulary.
+_CHUNK_ELEMENTS = 1 << 22
 
-    A float32 copy of a (B,T,V) bf16 tensor doubles its memory; one row at a time bounds the extra
-    memory by a single (T,V) float32 row.
+
+def _position_chunks(logits: torch.Tensor) -> list[slice]:
+    """Slices over the sequence dim (-2) of (B,T,V) logits, each about ``_CHUNK_ELEMENTS`` floats."""
+    batch, length, vocab = logits.shape
+    step = max(1, _CHUNK_ELEMENTS // max(1, batch * vocab))
+    return [slice(s, min(s + step, length)) for s in range(0, max(length, 1), step)]
+
+
+class _GatheredLogprobs(torch.autograd.Function):
+    """log softmax(logits / tau)[label] = logits[label] / tau - logsumexp(logits / tau), chunk by chunk.
+
+    No (B,T,V) tensor is built: the forward keeps the logits (already held by the model's output) and
+    the (B,T) logsumexp, and the backward writes softmax - one_hot into one gradient tensor a chunk of
+    positions at a time. A ``log_softmax`` + ``gather`` would keep its full-vocabulary output for the
+    backward and build two more in it.
     """
-    if logits.dtype in (torch.float32, torch.float64):
-        return fn(logits, *others)
-    return torch.stack([fn(_upcast(row), *rest) for row, *rest in zip(logits, *others, strict=True)])
 
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        out = torch.empty(labels.shape, dtype=dtype, device=logits.device)
+        lse = torch.empty_like(out)
+        for s in _position_chunks(logits):
+            x = logits[:, s].to(dtype)
+            if temperature != 1.0:
+                x = x / temperature
+            lse[:, s] = x.logsumexp(-1)
+            out[:, s] = x.gather(-1, labels[:, s].unsqueeze(-1)).squeeze(-1) - lse[:, s]
+        ctx.save_for_backward(logits, labels, lse)
+        ctx.temperature = temperature
+        return out
 
-def _gather_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    if temperature != 1.0:
-        logits = logits / temperature
-    return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, labels, lse = ctx.saved_tensors
+        tau = ctx.temperature
+        grad = torch.empty_like(logits)
+        for s in _position_chunks(logits):
+            x = logits[:, s].to(lse.dtype)
+            if tau != 1.0:
+                x = x / tau
+            g = grad_out[:, s].unsqueeze(-1).to(lse.dtype)
+            # d/dx_v [x_label - lse(x)] = one_hot_v - softmax_v; chain rule through x = logits / tau.
+            chunk = (x - lse[:, s].unsqueeze(-1)).exp_().mul_(-g)
+            chunk.scatter_add_(-1, labels[:, s].unsqueeze(-1), g)
+            grad[:, s] = chunk / tau if tau != 1.0 else chunk
+        return grad, None, None
 
 
 def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -278,31 +315,39 @@ def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def logprobs_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """Log-probabilities of ``labels`` under softmax(logits / temperature) (log_softmax + gather).
+    """Log-probabilities of ``labels`` under softmax(logits / temperature) (gather - logsumexp).
+
+    Computed a chunk of positions at a time, forward and backward, so the only full-vocabulary tensors
+    are the logits themselves and, in the backward, their gradient.
 
     Args:
-        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 one row at a time.
+        logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32 a chunk at a time.
         labels: (B,T) long token ids.
         temperature: the sampling temperature (``rollout.temperature``). Tokens sampled at temperature
             tau come from softmax(logits / tau): pi_old, pi_theta and pi_ref must all be that
             distribution for the PPO ratio and the KL to refer to what was sampled (TRL does the same).
 
     Returns:
-        (B,T) float32 (float64 for float64 logits) log-probabilities; differentiable.
+        (B,T) float32 (float64 for float64 logits) log-probabilities; differentiable once (the
+        gradient with respect to ``logits`` has the logits' dtype).
     """
-    return _rowwise(lambda row, lab: _gather_logprobs(row, lab, temperature), logits, labels)
+    return _GatheredLogprobs.apply(logits, labels, float(temperature))
 
 
+@torch.no_grad()
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of the categorical distribution softmax(logits / temperature) at each position.
+
+    A diagnostic, never differentiated: computed without grad, so that calling it on logits that carry
+    the update's graph keeps none of its full-vocabulary intermediates alive.
 
     Args:
         logits: (B,T,V) in any floating dtype; bf16/fp16 are upcast to float32.
         temperature: the sampling temperature, as in ``logprobs_from_logits``.
 
     Returns:
-        (B,T) float32 (float64 for float64 logits) entropies in nats.
+        (B,T) float32 (float64 for float64 logits) entropies in nats, without grad.
     """
-    # Always a row at a time: the entropy's (B,T,V) intermediates would raise the update's peak memory
-    # (it is computed while the forward's graph is held) by several copies of the logits.
-    return torch.stack([_entropy(_upcast(row), temperature) for row in logits])
+    # A chunk of positions at a time: the (B,T,V) intermediates would otherwise add several copies of
+    # the logits to the peak.
+    return torch.cat([_entropy(_upcast(logits[:, s]), temperature) for s in _position_chunks(logits)], dim=1)
