@@ -22,6 +22,7 @@ from conftest import CONF, ROOT, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf, open_dict
 from safetensors.torch import save_file
+from tiny import TINY
 
 from pama_lit.data.prompts import PromptFileError, prompt_file
 from pama_lit.infra.cache import CacheError, cache_dir, cached_folder
@@ -30,8 +31,6 @@ from pama_lit.infra.hub_access import HubModelUnavailable
 from pama_lit.run.config import VALUE_RULES, ConfigError, validate_config
 from pama_lit.run.train import train
 from pama_lit.training.combiners import COMBINERS
-
-TINY = ["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "data.val_size=2", "logger=none"]
 
 
 def assert_names(message: str, *parts: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import compose_config
+from tiny import TINY
 
 from pama_lit.rewards import build_rewards
 from pama_lit.run.train import build_module
@@ -34,7 +35,7 @@ def test_response_mask_matches_naive_loop():
 
 
 def build_tiny_module(tmp_path, overrides=()):
-    cfg = compose_config(["debug=tiny", "rollout.max_new_tokens=7", *overrides], tmp_path)
+    cfg = compose_config([*TINY, "rollout.max_new_tokens=7", *overrides], tmp_path)
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     # Give the adapters and value heads non-zero weights so policy, reference and values differ.
