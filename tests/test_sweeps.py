@@ -26,8 +26,18 @@ def expand(sweep: dict) -> list[list[str]]:
     return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)] for combo in itertools.product(*choices)]
 
 
-def test_there_are_sweeps():
-    assert {p.stem for p in SWEEPS} >= {"pama_preferences", "morlhf_preferences", "ppo_hparams"}
+def test_preference_sweeps_compare_algorithms_on_one_grid():
+    """PAMA's and MORLHF's fronts are comparable: the same preferences and runs, only the algorithm differs."""
+    sweeps = {p.stem: yaml.safe_load(p.read_text()) for p in SWEEPS if p.stem.endswith("_preferences")}
+    assert {"pama_preferences", "morlhf_preferences"} <= set(sweeps)
+    grids = {}
+    for name, sweep in sweeps.items():
+        members = expand(sweep)
+        (algorithm,) = {o for m in members for o in m if o.startswith("algorithm=")}
+        assert algorithm == f"algorithm={name.removesuffix('_preferences')}", name
+        grids[name] = sorted(tuple(o for o in m if not o.startswith("algorithm=")) for m in members)
+    first = next(iter(grids.values()))
+    assert all(grid == first for grid in grids.values()), grids
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
