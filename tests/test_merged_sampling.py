@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import compose_config
 from peft import LoraConfig, get_peft_model
-from tiny import tiny_llama_config
+from tiny import TINY, tiny_llama_config
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 import pama_lit.models.policy as policy_module
@@ -199,9 +199,7 @@ def test_unmergeable_policy_samples_unmerged_and_says_so_once(caplog):
 
 @pytest.mark.parametrize("flag, merges", [(True, 1), (False, 0)])
 def test_rollout_merge_adapters_reaches_generation(tmp_path, monkeypatch, flag, merges):
-    cfg = compose_config(
-        ["debug=tiny", "rollout.max_new_tokens=4", f"rollout.merge_adapters={flag}"], tmp_path
-    )
+    cfg = compose_config([*TINY, f"rollout.merge_adapters={flag}"], tmp_path)
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     calls = []
