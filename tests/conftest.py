@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+from tiny import TINY
 
 import pama_lit.run.schema  # noqa: F401  registers train_schema, which conf/train.yaml extends
 
@@ -29,12 +30,6 @@ def compose_config(overrides: list[str] | None = None, output_dir: Path | str | 
 def tiny_cfg(tmp_path) -> DictConfig:
     """The tiny model, 2 iterations of 4 prompts, 6 new tokens: a full train() in a few seconds."""
     return compose_config(
-        [
-            "debug=tiny",
-            "iterations=2",
-            "rollout.max_new_tokens=6",
-            "logger=csv",
-            "eval.every_n_iterations=2",
-        ],
+        [*TINY, "iterations=2", "rollout.max_new_tokens=6", "data.val_size=4", "logger=csv"],
         output_dir=tmp_path / "run",
     )

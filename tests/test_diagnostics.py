@@ -14,7 +14,8 @@ from omegaconf import open_dict
 from omegaconf.errors import ValidationError
 from test_distributed import RULE_REWARDS
 from test_gradient_methods import tiny_policy, tiny_rollout
-from train_runs import TINY
+from tiny import TINY
+from train_runs import TINY as RUN
 
 from pama_lit.core import ops
 from pama_lit.run.config import ConfigError, validate_config
@@ -186,7 +187,7 @@ def test_logged_stationarity_is_the_oracle_of_each_objectives_own_return(tmp_pat
     monkeypatch.setattr(PamaModule, "pareto_diagnostics", spy)
     # Rule rewards of prompt and response vary between samples: two moving, disagreeing objectives.
     cfg = compose_config(
-        [*TINY, *RULE_REWARDS, "iterations=3", "rollout.batch_size=8", f"algorithm={algorithm}",
+        [*RUN, *RULE_REWARDS, "iterations=3", "rollout.batch_size=8", f"algorithm={algorithm}",
          "diagnostics.every_n_iterations=2"],
         output_dir=tmp_path,
     )  # fmt: skip
@@ -218,8 +219,8 @@ def test_single_objective_reports_its_gradient_norm_and_no_cosine(tiny_cfg):
     with open_dict(tiny_cfg):
         tiny_cfg.diagnostics.every_n_iterations = 1
     cfg = compose_config(
-        ["debug=tiny", "iterations=2", "rollout.max_new_tokens=6", "algorithm=noon_ppo", "objective=sentiment",
-         "diagnostics.every_n_iterations=1"],
+        [*TINY, "iterations=2", "rollout.max_new_tokens=6", "logger=csv", "algorithm=noon_ppo",
+         "objective=sentiment", "diagnostics.every_n_iterations=1"],
         output_dir=tiny_cfg.paths.output_dir,
     )  # fmt: skip
     train(cfg)
@@ -248,8 +249,8 @@ def test_the_diagnostic_does_not_change_training(tmp_path, monkeypatch, algorith
     weights = []
     for every in (1, 0):
         cfg = compose_config(
-            ["debug=tiny", "iterations=2", "rollout.max_new_tokens=6", f"algorithm={algorithm}",
-             "logger=none", f"diagnostics.every_n_iterations={every}"],
+            [*TINY, "iterations=2", "rollout.max_new_tokens=6", f"algorithm={algorithm}",
+             f"diagnostics.every_n_iterations={every}"],
             output_dir=tmp_path / str(every),
         )  # fmt: skip
         weights.append(final_trainable(cfg, monkeypatch))

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama_config
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from pama_lit.core.ops import logprobs_from_logits
 from pama_lit.models.policy import PolicyWithValueHeads, disable_dropout
 
 
 def tiny_llama(attention_dropout: float = 0.5) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attention_dropout=attention_dropout,
-    )
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(tiny_llama_config(num_attention_heads=4, attention_dropout=attention_dropout))
 
 
 def tiny_gpt2() -> GPT2LMHeadModel:

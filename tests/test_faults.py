@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import compose_config
 from omegaconf import open_dict
+from tiny import TINY
 
 from pama_lit.rewards import CallableReward, Reward
 from pama_lit.run.train import train
@@ -103,11 +104,7 @@ def test_skip_masks_bad_samples_out_of_the_update():
 
 
 def _flaky_cfg(tmp_path, fn: str, on_error: str):
-    cfg = compose_config(
-        ["debug=tiny", "iterations=2", "rollout.max_new_tokens=4", "data.val_size=2", "logger=csv",
-         f"rewards_on_error={on_error}"],
-        tmp_path,
-    )  # fmt: skip
+    cfg = compose_config([*TINY, "iterations=2", "logger=csv", f"rewards_on_error={on_error}"], tmp_path)
     with open_dict(cfg):
         cfg.objective.rewards.flaky = {
             "_target_": "pama_lit.rewards.CallableReward",
@@ -194,9 +191,7 @@ def test_non_finite_loss_or_gradient_never_reaches_the_optimizer(tmp_path, monke
             next(p for p in self.policy.parameters() if p.requires_grad).grad.view(-1)[0] = math.inf
 
         monkeypatch.setattr(PamaModule, "manual_backward", nan_gradient)
-    cfg = compose_config(
-        ["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "data.val_size=2", "logger=none"], tmp_path
-    )
+    cfg = compose_config(TINY, tmp_path)
     module, before, steps = _train_capturing(cfg, monkeypatch)
     assert steps == []  # not one optimizer.step
     assert module.skipped_steps == cfg.ppo.epochs * cfg.ppo.num_minibatches
@@ -207,10 +202,11 @@ def test_non_finite_loss_or_gradient_never_reaches_the_optimizer(tmp_path, monke
 @pytest.mark.parametrize("phase", ["validation", pytest.param("training", marks=pytest.mark.slow)])
 def test_a_reward_failing_on_one_rank_stops_every_rank(tmp_path, phase):
     """DDP: the failing rank's error reaches all ranks, so none waits forever in a collective."""
-    from train_runs import TINY, run_train, train_env
+    from train_runs import TINY as RUN
+    from train_runs import run_train, train_env
 
     overrides = [
-        *TINY,
+        *RUN,
         "iterations=2",
         "trainer=ddp",
         "trainer.accelerator=cpu",

@@ -4,14 +4,14 @@ frozen weight at every decoding step and made bf16-mixed sampling slower than fp
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from pama_lit.models.policy import PolicyWithValueHeads
 
 
 def test_cpu_sampling_ignores_autocast():
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    config = tiny_llama_config()
     torch.manual_seed(0)
     policy = PolicyWithValueHeads(LlamaForCausalLM(config), num_value_heads=1,
                                   lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]})  # fmt: skip

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import open_dict
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from pama_lit.core import ops
 from pama_lit.core.losses import policy_loss, value_loss
@@ -114,14 +115,8 @@ def test_identical_objectives_reduce_to_the_single_gradient():
 
 # ------------------------------------------------------------------------- one minibatch, tiny Llama
 def tiny_policy(num_heads: int, seed: int = 0) -> PolicyWithValueHeads:
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
+    config = tiny_llama_config(
+        vocab_size=40, hidden_size=16, intermediate_size=32, max_position_embeddings=32
     )
     torch.manual_seed(seed)
     lm = LlamaForCausalLM(config)

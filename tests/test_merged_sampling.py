@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import compose_config
 from peft import LoraConfig, get_peft_model
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from tiny import TINY, tiny_llama_config
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 import pama_lit.models.policy as policy_module
 from pama_lit.models.merging import merge_blocker, merged_adapters
@@ -23,9 +24,7 @@ VOCAB = 64
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(tiny_llama_config(vocab_size=VOCAB, num_attention_heads=4))
 
 
 def tiny_gpt2() -> GPT2LMHeadModel:
@@ -200,9 +199,7 @@ def test_unmergeable_policy_samples_unmerged_and_says_so_once(caplog):
 
 @pytest.mark.parametrize("flag, merges", [(True, 1), (False, 0)])
 def test_rollout_merge_adapters_reaches_generation(tmp_path, monkeypatch, flag, merges):
-    cfg = compose_config(
-        ["debug=tiny", "rollout.max_new_tokens=4", f"rollout.merge_adapters={flag}"], tmp_path
-    )
+    cfg = compose_config([*TINY, f"rollout.merge_adapters={flag}"], tmp_path)
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     calls = []

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from pama_lit.core.pareto import combine_pama_token, min_norm_weights
 
 
 @pytest.fixture(scope="module")
 def tiny_llama() -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=16,
+    config = tiny_llama_config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, max_position_embeddings=16
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).double().eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import compose_config
+from tiny import TINY
 
 from pama_lit.rewards import build_rewards
 from pama_lit.run.train import build_module
@@ -34,7 +35,7 @@ def test_response_mask_matches_naive_loop():
 
 
 def build_tiny_module(tmp_path, overrides=()):
-    cfg = compose_config(["debug=tiny", "rollout.max_new_tokens=7", *overrides], tmp_path)
+    cfg = compose_config([*TINY, "rollout.max_new_tokens=7", *overrides], tmp_path)
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
     module.configure_model()
     # Give the adapters and value heads non-zero weights so policy, reference and values differ.
@@ -72,14 +73,22 @@ def test_batched_logprobs_match_unpadded_forward(tmp_path):
 
 
 def test_validation_sampling_is_reproducible(tmp_path):
+    """validation_step seeds its own sampling: the same policy gives the same responses and scores,
+    whatever the global RNG state (training draws from it between two evaluations)."""
     module = build_tiny_module(tmp_path)
-    prompts = ["a b c", "d e f g"]
-    outs = []
-    for _ in range(2):
-        with torch.random.fork_rng():
-            torch.manual_seed(7)
-            outs.append(module.rollout(prompts).responses)
-    assert torch.equal(outs[0], outs[1])
+    prompts = ["a b c", "d e f g", "Tell me a joke.", "Why is the sky blue?"]
+    runs = []
+    for global_seed in (0, 99):
+        torch.manual_seed(global_seed)
+        module.on_validation_epoch_start()
+        module.validation_step({"prompt": prompts}, 0)
+        runs.append([dict(r) for r in module._val_records])
+    assert [r["response"] for r in runs[0]] == [r["response"] for r in runs[1]]
+    assert runs[0] == runs[1]
+    # The seed is the policy's only common cause: another batch index samples other responses.
+    module.on_validation_epoch_start()
+    module.validation_step({"prompt": prompts}, 1)
+    assert [r["response"] for r in module._val_records] != [r["response"] for r in runs[0]]
 
 
 def test_validation_records_the_reference_logprob_of_each_response(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 from omegaconf import open_dict
+from test_distributed import RULE_REWARDS
+from tiny import TINY
 
 from pama_lit.run.train import train
 from pama_lit.training.module import PamaModule
@@ -86,23 +88,120 @@ def test_checkpoint_holds_only_trainable_state(tiny_cfg, tmp_path):
     assert ckpt["optimizer_states"]
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["algorithm=morlhf"],
-        ["algorithm=pama_batch"],
-        ["algorithm=noon_ppo", "objective=sentiment"],
-        ["preference=[0.2,0.8]"],
-        ["model.lora.enabled=false"],
-    ],
-    ids=["morlhf", "pama_batch", "noon_ppo", "preference", "full_finetune"],
-)
-def test_algorithms_train(tmp_path, overrides):
-    cfg = compose_config(
-        ["debug=tiny", "iterations=1", "rollout.max_new_tokens=4", "logger=none", *overrides], tmp_path
+def _first_update(tmp_path: Path, overrides: list[str], spy: tuple[type, str], monkeypatch) -> tuple:
+    """One tiny iteration: what ``spy`` (a class and its method) returned first, and the trainable state."""
+    cls, method = spy
+    original = getattr(cls, method)
+    seen: list = []
+
+    def record(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append((args, out))
+        return out
+
+    monkeypatch.setattr(cls, method, record)
+    kept = {}
+    original_fit_end = PamaModule.on_fit_end
+
+    def keep(self):
+        kept["state"] = {k: v.detach().clone() for k, v in self.policy.trainable_state_dict().items()}
+        return original_fit_end(self)
+
+    monkeypatch.setattr(PamaModule, "on_fit_end", keep)
+    train(compose_config([*TINY, *overrides], tmp_path))
+    monkeypatch.undo()
+    return seen[0], kept["state"]
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1].item()
+
+
+@pytest.mark.parametrize("algorithm", ["pama", "pama_batch", "morlhf", "mgda_ub"])
+def test_the_preference_changes_the_update(tmp_path, monkeypatch, algorithm):
+    """Same seed, same first rollout: only the preference differs, and the trained adapters differ."""
+    from pama_lit.training.rollout import Rollout
+
+    states, rollouts = [], []
+    for preference in ("[0.2,0.8]", "[0.8,0.2]"):
+        (_, rollout), state = _first_update(
+            tmp_path / preference, [*RULE_REWARDS, *BATCH, f"algorithm={algorithm}", f"preference={preference}"],
+            (PamaModule, "rollout"), monkeypatch,
+        )  # fmt: skip
+        assert isinstance(rollout, Rollout)
+        states.append(state)
+        rollouts.append(rollout.responses)
+    assert torch.equal(rollouts[0], rollouts[1]), "the runs must start from the same samples"
+    assert any(not torch.allclose(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize(("algorithm", "spy"), [("pama", "combine"), ("morlhf", "stream_scores")])
+def test_the_heavier_objective_leads_the_combined_signal(tmp_path, monkeypatch, algorithm, spy):
+    """Weight on an objective makes the signal the policy follows track it: the preference points the right way.
+
+    Objectives vowels, spaces (rule rewards that vary on the random tiny model). PAMA: the per-token
+    combined advantage follows the spaces advantage more closely under [0.1,0.9] than under [0.9,0.1].
+    MORLHF: the scalarised score follows the spaces score more closely.
+    """
+    from pama_lit.training.combiners import build_combiner
+
+    cls = type(build_combiner(algorithm))
+    follows = []
+    for preference in ("[0.1,0.9]", "[0.9,0.1]"):
+        (args, out), _ = _first_update(
+            tmp_path / preference,
+            [*RULE_REWARDS, *BATCH, f"algorithm={algorithm}", f"preference={preference}"],
+            (cls, spy),
+            monkeypatch,
+        )
+        if spy == "combine":
+            advantages, mask = args[0], args[1].bool()
+            follows.append(_corr(out[0][mask], advantages[..., 1][mask]))
+        else:
+            scores = args[0]
+            follows.append(_corr(out[:, 0], scores[:, 1]))
+    assert follows[0] > follows[1] + 0.1, follows
+
+
+# One objective that varies on the random tiny model: the vowel fraction of prompt and response.
+VOWELS = [
+    "objective=length",
+    "objective.rewards.length._target_=pama_lit.rewards.CallableReward",
+    "+objective.rewards.length.fn=rule_rewards:vowel_fraction",
+    "+objective.rewards.length.reads=prompt+response",
+    *(f"~objective.rewards.length.{key}" for key in ("scale", "low", "high")),
+]
+# PAMA with Noon trains only on tokens every objective favours: a batch of 16 has some.
+BATCH = ["rollout.batch_size=16", "ppo.num_minibatches=1"]
+
+
+def test_noon_ppo_never_pushes_a_sample_down(tmp_path, monkeypatch):
+    """Noon PPO (one objective): the advantage it trains on is clamped at 0, never negative."""
+    from pama_lit.training.combiners import NoonPPO
+
+    (_, (combined, _)), _ = _first_update(
+        tmp_path,
+        ["algorithm=noon_ppo", *VOWELS],
+        (NoonPPO, "combine"),
+        monkeypatch,
     )
-    result = train(cfg)
-    assert result["end"] is not None
+    assert combined.max() > 0 and combined.min() >= 0
+
+
+def test_full_finetune_trains_the_base_weights(tmp_path, monkeypatch):
+    """model.lora.enabled=false: no adapters, and the base model's own weights move."""
+    before = {}
+    original = PamaModule.configure_optimizers
+
+    def spy(self):
+        before["state"] = {k: v.detach().clone() for k, v in self.policy.trainable_state_dict().items()}
+        return original(self)
+
+    monkeypatch.setattr(PamaModule, "configure_optimizers", spy)
+    _, after = _first_update(tmp_path, ["model.lora.enabled=false"], (PamaModule, "rollout"), monkeypatch)
+    assert not any("lora_" in k for k in after)
+    moved = [k for k in after if "layers." in k and not torch.equal(after[k], before["state"][k])]
+    assert any("self_attn" in k for k in moved) and any("mlp" in k for k in moved), moved
 
 
 def test_train_py_debug_fdr_subprocess(tmp_path):

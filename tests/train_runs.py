@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tiny
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# The tiny model, 4 prompts per iteration, 6 new tokens, 2 validation prompts.
-TINY = [
-    "debug=tiny",
-    "rollout.max_new_tokens=6",
-    "data.val_size=2",
-    "logger=csv",
-]
+# The tests' tiny run (tests/tiny.py) for 3 iterations of 6 new tokens, with the CSV log the child
+# runs are read back from.
+TINY = [*tiny.TINY, "iterations=3", "rollout.max_new_tokens=6", "logger=csv"]
 
 
 def train_env(**extra: str) -> dict[str, str]:

@@ -261,7 +261,7 @@ class PromptDataModule(L.LightningDataModule):
 
         Sharded here rather than by Lightning's DistributedSampler (``use_distributed_sampler`` is
         off): the batch of iteration t is a function of t, so a resumed run continues with the
-        prompts the interrupted run would have seen (see ``prompt_batches``).
+        prompts the interrupted run would have seen (see ``data.batches``).
         """
         rank, world = self._rank_and_world()
         sampler = IterationBatchSampler(

