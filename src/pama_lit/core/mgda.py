@@ -22,7 +22,7 @@ for every i, with equality where c_i > 0: each objective's first-order improveme
 proportional to its weight, so a heavier objective gets more of the step. Uniform w is plain MGDA.
 The update direction is sum_i a_i g_i with coefficients a_i = c_i / (K w_i).
 
-Nothing here imports Lightning; ``gradient_step`` sequences these functions in the training loop.
+Nothing here imports Lightning; ``training.mgda_step`` sequences these functions in the training loop.
 """
 
 from __future__ import annotations

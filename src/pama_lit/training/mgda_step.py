@@ -1,10 +1,10 @@
 """One PPO minibatch of the gradient-based baselines: ``algorithm=mgda_ub`` and ``algorithm=mgda``.
 
-``PamaModule.minibatch_step`` hands over to ``mgda_backward`` for these algorithms. It runs one
+``MgdaModule.minibatch_backward`` (``training.mgda_module``) hands over to ``mgda_backward``. It runs one
 forward pass, builds the K per-objective PPO losses, computes the K gradients (with respect to the
 last hidden states or to the shared trainable parameters), solves the min-norm problem and leaves the
 combined gradient in ``.grad``; the module then checks, clips and steps as for every algorithm.
-The math is in ``gradient_methods``; see its docstring for the method and the preference variant.
+The math is in ``core.mgda``; see its docstring for the method and the preference variant.
 
 ``pareto_diagnostic`` reuses the same pieces (per-objective losses and gradients, the min-norm
 solve) to measure Pareto stationarity for every algorithm (``train/diag/*``), leaving ``.grad`` alone.
