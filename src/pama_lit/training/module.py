@@ -11,8 +11,9 @@ read top to bottom:
 5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch
 6. control     adaptive KL coefficient update; logging
 
-The axis of K is the objectives throughout: K scores, K value heads, K advantages. MORLHF trains one
-objective, the scalarised score (``Combiner.trained_objectives``). The gradient baselines (mgda_ub,
+One axis, the objectives: K scores, one per configured objective; K' value heads and K' advantages, one
+per trained objective (``Combiner.trained_objectives``): K' = K, except MORLHF and Noon PPO, which
+train one objective, the scalarised score. The gradient baselines (mgda_ub,
 mgda) replace step 5's minibatch backward: ``training.mgda_module.MgdaModule``.
 """
 
@@ -193,13 +194,7 @@ class PamaModule(L.LightningModule):
             trained_scores = self.combiner.trained_scores(scores, self.preference.to(scores))  # (B,K')
             rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
-        diagnostics = {}
-        if self.diagnostics_every and self.global_iteration % self.diagnostics_every == 0:
-            with timer("diagnostics"):
-                diagnostics = self.pareto_diagnostics(rollout, scores, kl)
-        elif self.diagnostics_every:
-            diagnostics = self.unmeasured_diagnostics()
-            timer.seconds["diagnostics"] = 0.0
+        diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
             stats = self.ppo_update(rollout, advantages, returns, active, timer, forward)  # 5
         if self.combiner.excludes_objectives:
@@ -403,6 +398,18 @@ class PamaModule(L.LightningModule):
         if self.combiner.noon:
             advantages = ops.noon(advantages)
         return advantages, returns
+
+    def measure_stationarity(
+        self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor, timer: PhaseTimer
+    ) -> dict[str, torch.Tensor]:
+        """``train/diag/*``: measured every ``diagnostics.every_n_iterations``, NaN in between, {} when off."""
+        if not self.diagnostics_every:
+            return {}
+        if self.global_iteration % self.diagnostics_every:
+            timer.seconds["diagnostics"] = 0.0
+            return self.unmeasured_diagnostics()
+        with timer("diagnostics"):
+            return self.pareto_diagnostics(rollout, scores, kl)
 
     def pareto_diagnostics(self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor) -> dict:
         """Pareto stationarity of the policy about to be updated, measured alike for every algorithm.
