@@ -11,10 +11,10 @@ read top to bottom:
 5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch
 6. control     adaptive KL coefficient update; logging
 
-One axis, the objectives: K scores, one per configured objective; K' value heads and K' advantages, one
-per trained objective (``Combiner.trained_objectives``): K' = K, except MORLHF and Noon PPO, which
-train one objective, the scalarised score. The gradient baselines (mgda_ub,
-mgda) replace step 5's minibatch backward: ``training.mgda_module.MgdaModule``.
+One axis, the objectives: K scores, one per configured objective; K' value heads and K' advantages,
+one per trained objective (``Combiner.trained_objectives``): K' = K, except MORLHF and Noon PPO, which
+train one objective, the scalarised score. The gradient baselines (mgda_ub, mgda) replace step 5's
+minibatch backward: ``training.mgda_module.MgdaModule``.
 """
 
 from __future__ import annotations
