@@ -728,7 +728,7 @@ def _finished_run(root: Path, overrides: tuple = ()) -> Path:
     (run / "final" / "adapter").mkdir(parents=True)
     save_file(_lora_state(4), run / "final" / "adapter" / "adapter_model.safetensors")
     torch.save(
-        {"state_dict": {"weight": torch.zeros(2, 64)}, "streams": ["sentiment", "length"]},
+        {"state_dict": {"weight": torch.zeros(2, 64)}, "objectives": ["sentiment", "length"]},
         run / "final" / "value_heads.pt",
     )
     return run

@@ -31,7 +31,17 @@ def tiny_module(algorithm: str, epochs: int, minibatches: int, extra: tuple[str,
     return build_module(cfg, {"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)})
 
 
-def train_one_iteration(module: PamaModule) -> dict[str, torch.Tensor]:
+class KeepOutputs(L.Callback):
+    """Keeps what ``training_step`` returned, as the callbacks see it."""
+
+    def __init__(self) -> None:
+        self.outputs: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.outputs.append(outputs)
+
+
+def train_one_iteration(module: PamaModule, *callbacks: L.Callback) -> dict[str, torch.Tensor]:
     loader = DataLoader(PROMPTS, batch_size=4, collate_fn=lambda b: {"prompt": list(b)})
     trainer = L.Trainer(
         accelerator="cpu",
@@ -42,6 +52,7 @@ def train_one_iteration(module: PamaModule) -> dict[str, torch.Tensor]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=list(callbacks),
     )
     torch.manual_seed(0)
     trainer.fit(module, train_dataloaders=loader)
@@ -58,12 +69,16 @@ def test_fused_forward_gives_the_same_update(algorithm):
     unfused.configure_model()
     unfused.policy.load_state_dict(fused.policy.state_dict())  # the same LoRA initialisation
     before = {k: v.detach().clone() for k, v in fused.policy.trainable_state_dict().items()}
-    after_fused = train_one_iteration(fused)
+    kept = KeepOutputs()
+    after_fused = train_one_iteration(fused, kept)
     after_unfused = train_one_iteration(unfused)
     assert any(not torch.equal(before[k], after_fused[k]) for k in before), "the update moved nothing"
     for key in after_fused:
         torch.testing.assert_close(after_fused[key], after_unfused[key], rtol=1e-5, atol=1e-6)
-    assert fused._update_forward is None  # consumed, no graph left behind
+    # No graph left behind: what the step hands on holds no tensor that still requires grad.
+    (outputs,) = kept.outputs
+    tensors = [outputs["scores"], *outputs["rollout"].tensors().values()]
+    assert not any(t.requires_grad for t in tensors)
 
 
 def test_fusion_only_for_one_epoch_of_one_minibatch_and_advantage_combiners():

@@ -277,6 +277,31 @@ def test_unknown_gradient_space_is_refused():
 
 # ------------------------------------------------------------------------------ configs, end to end
 # tiny_cfg (conftest): the tiny model, 2 iterations of 4 prompts, 6 new tokens, CSV logs.
+@pytest.mark.parametrize(
+    ("algorithm", "module_class"),
+    [("mgda_ub", "MgdaModule"), ("mgda", "MgdaModule"), ("pama", "PamaModule"), ("morlhf", "PamaModule")],
+)
+def test_each_algorithm_trains_with_the_module_whose_step_it_implements(tiny_cfg, algorithm, module_class):
+    """Gradient combiners have no advantage combine; the module that would call one refuses them."""
+    from pama_lit.rewards import build_rewards
+    from pama_lit.run.train import build_module
+    from pama_lit.training.mgda_module import MgdaModule
+    from pama_lit.training.module import PamaModule
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.algorithm.name = algorithm
+    rewards = build_rewards(tiny_cfg.objective.rewards)
+    module = build_module(tiny_cfg, rewards)
+    assert type(module).__name__ == module_class
+    assert hasattr(module.combiner, "combine") == (module_class == "PamaModule")
+    other = PamaModule if module_class == "MgdaModule" else MgdaModule
+    with pytest.raises(ValueError, match=f"algorithm={algorithm} does not train with {other.__name__}"):
+        other(
+            model_loader=None, rewards=rewards, algorithm=tiny_cfg.algorithm, ppo=tiny_cfg.ppo,
+            rollout=tiny_cfg.rollout, model=tiny_cfg.model, optimizer=None,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("algorithm", ["mgda", "mgda_ub"])
 def test_gradient_baselines_refuse_16_mixed(tiny_cfg, algorithm):
     """Both write gradients past 16-mixed's scaler (mgda the shared ones, mgda_ub the value heads')."""

@@ -98,15 +98,22 @@ def test_module_feeds_the_controller_the_k1_sequence_kl_whatever_the_shaping_est
     seen = []
     monkeypatch.setattr(AdaptiveKLController, "update", lambda self, kl, n_steps: seen.append(kl))
     prompts = ["Tell me a joke.", "What is the capital of France?", "Write a haiku.", "Why is the sky blue?"]
+    rollouts = []
+
+    class KeepRollout(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            rollouts.append(outputs["rollout"])
+
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[KeepRollout()],
     )  # fmt: skip
     torch.manual_seed(0)
     trainer.fit(
         module, train_dataloaders=DataLoader(prompts, batch_size=4, collate_fn=lambda b: {"prompt": b})
     )
-    r = module.last_rollout
+    (r,) = rollouts
     k1 = float((kl_penalty(r.logprobs, r.ref_logprobs, "k1") * r.response_mask).sum(-1).mean())
     k3 = float((kl_penalty(r.logprobs, r.ref_logprobs, "k3") * r.response_mask).sum(-1).mean())
     assert k1 != pytest.approx(k3), "k1 and k3 agree on this batch: the test would prove nothing"

@@ -209,7 +209,7 @@ def test_rollout_merge_adapters_reaches_generation(tmp_path, monkeypatch, flag, 
         return merged_adapters(model)
 
     monkeypatch.setattr(policy_module, "merged_adapters", spy)
-    module.rollout(["a b c", "d e"])
+    module.sample_rollout(["a b c", "d e"])
     assert len(calls) == merges
 
 

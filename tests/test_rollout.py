@@ -50,7 +50,7 @@ def test_batched_logprobs_match_unpadded_forward(tmp_path):
     module = build_tiny_module(tmp_path)
     prompts = ["Hi", "Reply to this tweet in one short sentence: the weather is lovely today", "ok then"]
     torch.manual_seed(0)
-    ro = module.rollout(prompts)
+    ro, _ = module.sample_rollout(prompts)
     queries, qmask = module.tokenize_prompts(prompts)
     assert ro.response_mask.any(-1).all()
     lm = module.policy.lm
@@ -102,7 +102,7 @@ def test_validation_records_the_reference_logprob_of_each_response(tmp_path):
     records = module._val_records
     with torch.random.fork_rng():
         torch.manual_seed(module.eval_seed)  # validation_step's seed for batch 0: the same responses
-        ro = module.rollout(prompts)
+        ro, _ = module.sample_rollout(prompts)
     queries, qmask = module.tokenize_prompts(prompts)
     lm = module.policy.lm
     total, tokens = 0.0, 0

@@ -16,7 +16,7 @@ def test_rollout_and_update_logprobs_use_logits_over_the_temperature():
     module = build_module(cfg, {"short": LengthReward(4.0, 0.0, 1.5), "long": LengthReward(2.0, 0.0, 1.0)})
     module.configure_model()
     torch.manual_seed(0)
-    rollout = module.rollout(PROMPTS)
+    rollout, _ = module.sample_rollout(PROMPTS)
     m = rollout.response_mask
     with torch.no_grad():
         logits, _ = module.policy(rollout.input_ids, rollout.attention_mask, rollout.num_response)
@@ -29,5 +29,5 @@ def test_rollout_and_update_logprobs_use_logits_over_the_temperature():
 
     torch.testing.assert_close(rollout.logprobs, tempered(logits))
     torch.testing.assert_close(rollout.ref_logprobs, tempered(ref_logits))
-    update_logprobs, _, _ = module.update_forward(rollout, torch.arange(len(PROMPTS)))
+    update_logprobs = module.policy_forward(rollout, torch.arange(len(PROMPTS))).logprobs
     torch.testing.assert_close(update_logprobs * m, tempered(logits))

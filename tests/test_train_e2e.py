@@ -314,3 +314,27 @@ def test_result_files_name_a_noon_override(name, noon, label):
     from pama_lit.training.combiners import build_combiner
 
     assert build_combiner(name, noon).label == label
+
+
+def test_sample_table_writes_the_rollout_that_training_step_returns(tmp_path):
+    """The callback reads ``training_step``'s outputs, not state left on the module."""
+    from types import SimpleNamespace
+
+    from pama_lit.run.callbacks import SampleTable
+    from pama_lit.training.rollout import Rollout
+
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    zeros = torch.zeros(2, 3)
+    rollout = Rollout(
+        input_ids=zeros.long(), attention_mask=mask, responses=zeros.long(), response_mask=mask,
+        logprobs=zeros, ref_logprobs=zeros, values=zeros[..., None], prompts=["p0", "p1"], texts=["r0", "r1"],
+    )  # fmt: skip
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path), loggers=[])
+    module = SimpleNamespace(objectives=["a", "b"])
+    outputs = {"rollout": rollout, "scores": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
+    SampleTable(every_n_iterations=1, num_samples=2).on_train_batch_end(trainer, module, outputs, {}, 5)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert rows == [
+        {"iteration": 5, "prompt": "p0", "response": "r0", "a": 1.0, "b": 2.0},
+        {"iteration": 5, "prompt": "p1", "response": "r1", "a": 3.0, "b": 4.0},
+    ]

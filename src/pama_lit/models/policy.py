@@ -41,7 +41,7 @@ class PolicyWithValueHeads(nn.Module):
 
     Args:
         lm: a causal LM (``PreTrainedModel``).
-        num_value_heads: K, one scalar head per advantage stream.
+        num_value_heads: K, one scalar head per trained objective.
         lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
         no_dropout: zero every dropout probability, the LoRA adapters' ``lora_dropout`` included.
         gradient_checkpointing: trade compute for activation memory in the update forward.

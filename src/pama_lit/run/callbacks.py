@@ -25,17 +25,14 @@ class SampleTable(L.Callback):
         self.num_samples = num_samples
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """``outputs``: ``PamaModule.training_step``'s ``{"rollout": Rollout, "scores": (B,K)}``."""
         if batch_idx % self.every or not trainer.is_global_zero:
             return
-        rollout = getattr(pl_module, "last_rollout", None)
-        if rollout is None:
-            return
-        scores = getattr(pl_module, "last_scores", None)
+        rollout, scores = outputs["rollout"], outputs["scores"]
         rows = []
         for b in range(min(self.num_samples, len(rollout.texts))):
             row = {"iteration": batch_idx, "prompt": rollout.prompts[b], "response": rollout.texts[b]}
-            if scores is not None:
-                row.update({name: float(scores[b, i]) for i, name in enumerate(pl_module.objectives)})
+            row.update({name: float(scores[b, i]) for i, name in enumerate(pl_module.objectives)})
             rows.append(row)
         for row in rows:
             append_jsonl(Path(trainer.default_root_dir) / "samples.jsonl", row)
@@ -51,7 +48,7 @@ class EvaluationWriter(L.Callback):
     """After every validation, append the ``pama_lit.eval/1`` record to ``<output_dir>/evaluations.jsonl``."""
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        summary = getattr(pl_module, "last_eval", None)
+        summary = pl_module.last_eval
         if summary is None or not trainer.is_global_zero or trainer.sanity_checking:
             return
         record = eval_record(summary, **run_metadata(trainer, pl_module))

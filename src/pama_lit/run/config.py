@@ -97,7 +97,7 @@ def validate_config(cfg: DictConfig) -> None:
     name = cfg.algorithm.name
     if name not in COMBINERS:
         raise ConfigError(f"unknown algorithm {name!r}; known: {', '.join(COMBINERS)}")
-    COMBINERS[name]().num_streams(len(objectives))
+    COMBINERS[name]().trained_objectives(objectives)  # noon_ppo refuses K != 1
     space = COMBINERS[name].gradient_space
     if space is not None and str(cfg.trainer.get("precision")) == "16-mixed":
         raise ConfigError(
@@ -261,7 +261,7 @@ def _strategy_name(trainer: DictConfig) -> str:
 def _multi_process(trainer: DictConfig) -> bool:
     """Whether the trainer config surely runs more than one process: a strategy object or a ddp/fsdp/
     deepspeed name, several devices named, or several nodes. ``devices=auto`` or ``-1`` depend on the
-    machine: ``gradient_step`` checks the world size again at the first update."""
+    machine: ``mgda_step.mgda_backward`` checks the world size again at the first update."""
     if isinstance(trainer.get("strategy"), DictConfig):
         return True
     if str(trainer.get("strategy") or "auto").lower().startswith(("ddp", "fsdp", "deepspeed")):

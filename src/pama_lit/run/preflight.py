@@ -64,12 +64,12 @@ def check_checkpoint(path: str, cfg: DictConfig) -> None:
     saved = state.get("algorithm")
     name = cfg.algorithm.name
     if saved != name:
-        streams = COMBINERS[name]().num_streams(len(objectives))
-        saved_streams = COMBINERS[saved]().num_streams(len(objectives)) if saved in COMBINERS else None
-        if saved_streams != streams:
+        heads = len(COMBINERS[name]().trained_objectives(objectives))
+        saved_heads = len(COMBINERS[saved]().trained_objectives(objectives)) if saved in COMBINERS else None
+        if saved_heads != heads:
             raise ConfigError(
-                f"checkpoint {path!r} was written by algorithm={saved} ({saved_streams} value heads); "
-                f"algorithm={name} needs {streams}; resume with algorithm={saved}"
+                f"checkpoint {path!r} was written by algorithm={saved} ({saved_heads} value heads); "
+                f"algorithm={name} needs {heads}; resume with algorithm={saved}"
             )
         log.warning(
             "checkpoint %s was written by algorithm=%s; continuing it with algorithm=%s", path, saved, name

@@ -33,6 +33,8 @@ from pama_lit.run.schema import (
     RolloutConfig,
     typed,
 )
+from pama_lit.training.combiners import COMBINERS, GradientCombiner
+from pama_lit.training.mgda_module import MgdaModule
 from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,13 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
 
 def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
     """The LightningModule of a composed config (or of one a run saved), its sections as typed
-    dataclasses; the model itself loads later, in ``configure_model``."""
-    return PamaModule(
+    dataclasses; the model itself loads later, in ``configure_model``.
+
+    ``MgdaModule`` for the gradient-space algorithms (mgda_ub, mgda), ``PamaModule`` for the others.
+    """
+    combiner = COMBINERS.get(cfg.algorithm.name)  # an unknown name: PamaModule names the known ones
+    module_class = MgdaModule if combiner and issubclass(combiner, GradientCombiner) else PamaModule
+    return module_class(
         model_loader=instantiate(cfg.model.loader, _partial_=True),
         rewards=rewards,
         algorithm=typed(AlgorithmConfig, cfg.algorithm),
@@ -236,7 +243,7 @@ def export(module: PamaModule, folder: Path) -> None:
     lm.save_pretrained(target)
     module.tokenizer.save_pretrained(target)
     torch.save(
-        {"state_dict": module.policy.value_head.state_dict(), "streams": module._stream_names()},
+        {"state_dict": module.policy.value_head.state_dict(), "objectives": module.trained_objectives},
         folder / "value_heads.pt",
     )
 

@@ -1,31 +1,35 @@
-"""Advantage combiners, one per ``algorithm=``: how K objectives become one per-token advantage.
+"""Combiners, one per ``algorithm=``: how K objectives become one update.
 
 Every combiner sees the preference vector w (K,) of docs/method.md ("Preference vectors"); a uniform w reproduces
-the paper's rule exactly.
+the paper's rule exactly. A combiner also says which objectives the policy trains a value head for: the K
+objectives, or MORLHF's one scalarised objective ``sum_i w_i R_i``.
 
 =============  ==============  =====  =========================================================
-name           value streams   Noon   combine
+name           trained         Noon   combine
+               objectives
 =============  ==============  =====  =========================================================
 pama           K               yes    per token: Theorem-1 closed form of A_i,t / (K w_i)
 pama_batch     K               yes    per minibatch: Theorem-1 weights of the masked means
-morlhf         1               no     PPO on the scalarised score sum_i w_i R_i
+morlhf         1 (scalarised)  no     PPO on the scalarised score sum_i w_i R_i
 noon_ppo       1 (K must be 1) yes    single-objective Noon PPO
 mgda_ub        K               no     gradients: min-norm over d L_i / d(last hidden states)
 mgda           K               no     gradients: min-norm over d L_i / d(trainable parameters)
 =============  ==============  =====  =========================================================
+
+The first four combine advantages (:class:`AdvantageCombiner`, ``combine``). The two MGDA baselines
+combine gradients (:class:`GradientCombiner`, ``gradient_space`` says where) and train with
+``training.mgda_module.MgdaModule``, whose minibatch step is ``mgda_step.mgda_backward``.
 
 PAMA's two combiners take an ``active`` (K,) mask of the objectives that take part in the min
 (``excludes_objectives``); the scalarising and gradient baselines have nothing to exclude.
 
 ``algorithm.noon`` overrides the Noon column: ``conf/algorithm/morlhf_noon.yaml`` is MORLHF with
 Noon, the ablation that separates Noon from PAMA's combine rule.
-
-The two MGDA baselines combine gradients, not advantages: ``gradient_space`` says where, and the
-module hands their minibatch to ``training.mgda_step.mgda_backward`` (method in ``core.mgda``).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -36,14 +40,14 @@ from pama_lit.infra import distributed
 
 @dataclass
 class Combiner:
-    """Base: per-objective value streams, Noon on, combine by the token-level closed form.
+    """What every algorithm answers before its update: the objectives it trains, their scores, Noon.
 
     Attributes:
         name: the ``algorithm.name`` this combiner answers to.
-        noon: clamp each stream's whitened advantages at 0 before combining.
+        noon: clamp each objective's whitened advantages at 0 before the update.
         gradient_space: None for advantage combiners; "representation" or "parameters" for the
             MGDA baselines, which combine per-objective gradients instead.
-        excludes_objectives: ``combine`` honours ``active``, so the module may leave objectives out
+        excludes_objectives: the combine honours ``active``, so the module may leave objectives out
             of the min (degenerate scores, ``algorithm.veto_threshold``).
     """
 
@@ -60,18 +64,24 @@ class Combiner:
             return self.name
         return f"{self.name}_noon" if self.noon else f"{self.name}_no_noon"
 
-    def num_streams(self, num_objectives: int) -> int:
-        """How many value heads / advantage streams the policy carries."""
-        return num_objectives
+    def trained_objectives(self, objectives: list[str]) -> list[str]:
+        """The objectives the policy carries a value head and an advantage for, in order."""
+        return list(objectives)
 
-    def stream_scores(self, scores: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
-        """Map (B,K) objective scores to (B,S) scores of the advantage streams."""
+    def trained_scores(self, scores: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+        """Map (B,K) scores of the configured objectives to (B,K') scores of the trained ones."""
         return scores
 
-    def stream_preference(self, preference: torch.Tensor) -> torch.Tensor:
-        """(S,) preference the combine step sees."""
+    def trained_preference(self, preference: torch.Tensor) -> torch.Tensor:
+        """(K',) preference over the trained objectives, the one the combine step sees."""
         return preference
 
+
+@dataclass
+class AdvantageCombiner(Combiner, ABC):
+    """Combines the K' per-objective advantages into one, for one PPO clipped surrogate."""
+
+    @abstractmethod
     def combine(
         self,
         advantages: torch.Tensor,
@@ -81,16 +91,23 @@ class Combiner:
         clip_coef: float,
         active: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,T,S) stream advantages -> (B,T) combined advantage and the weights used.
+        """(B,T,K') per-objective advantages -> (B,T) combined advantage and the weights used.
 
-        Weights are (B,T,S) for token granularity or (S,) for batch granularity. ``active`` (S,) bool
-        leaves the other streams out of the combine (None: all take part).
+        Weights are (B,T,K') for token granularity or (K',) for batch granularity. ``active`` (K',) bool
+        leaves the other objectives out of the combine (None: all take part).
         """
+
+
+@dataclass
+class Pama(AdvantageCombiner):
+    """PAMA: per token, the Theorem-1 closed form of the min over objectives."""
+
+    def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         return combine_pama_token(advantages, preference, active)
 
 
 @dataclass
-class PamaBatch(Combiner):
+class PamaBatch(AdvantageCombiner):
     name: str = "pama_batch"
 
     def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
@@ -107,20 +124,20 @@ class PamaBatch(Combiner):
 
 
 @dataclass
-class Morlhf(Combiner):
+class Morlhf(AdvantageCombiner):
     """Linear scalarisation of the rewards (the paper's MORLHF baseline): ordinary PPO on sum_i w_i R_i."""
 
     name: str = "morlhf"
     noon: bool = False
     excludes_objectives: bool = False
 
-    def num_streams(self, num_objectives: int) -> int:
-        return 1
+    def trained_objectives(self, objectives):
+        return ["scalarised"]
 
-    def stream_scores(self, scores, preference):
+    def trained_scores(self, scores, preference):
         return (scores * preference).sum(-1, keepdim=True)
 
-    def stream_preference(self, preference):
+    def trained_preference(self, preference):
         return preference.new_ones(1)
 
     def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
@@ -134,17 +151,25 @@ class NoonPPO(Morlhf):
     name: str = "noon_ppo"
     noon: bool = True
 
-    def num_streams(self, num_objectives: int) -> int:
-        if num_objectives != 1:
+    def trained_objectives(self, objectives):
+        if len(objectives) != 1:
             raise ValueError(
-                f"algorithm=noon_ppo optimises one objective, got {num_objectives}; pick one "
+                f"algorithm=noon_ppo optimises one objective, got {len(objectives)}; pick one "
                 "(e.g. objective=sentiment) or use algorithm=pama for several"
             )
-        return 1
+        return ["scalarised"]
 
 
 @dataclass
-class MgdaUB(Combiner):
+class GradientCombiner(Combiner):
+    """Combines the K per-objective PPO losses' gradients: ``mgda_step.mgda_backward`` in ``gradient_space``."""
+
+    noon: bool = False
+    excludes_objectives: bool = False
+
+
+@dataclass
+class MgdaUB(GradientCombiner):
     """MGDA-UB (Sener and Koltun 2018): min-norm weights of the per-objective PPO losses' gradients
     with respect to the last hidden states, then one backward of the weighted loss.
 
@@ -153,14 +178,7 @@ class MgdaUB(Combiner):
     """
 
     name: str = "mgda_ub"
-    noon: bool = False
     gradient_space: str | None = "representation"
-    excludes_objectives: bool = False
-
-    def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
-        raise TypeError(
-            f"algorithm={self.name} combines gradients, not advantages: see training.mgda_step.mgda_backward"
-        )
 
 
 @dataclass
@@ -173,7 +191,7 @@ class Mgda(MgdaUB):
 
 
 COMBINERS: dict[str, type[Combiner]] = {
-    "pama": Combiner,
+    "pama": Pama,
     "pama_batch": PamaBatch,
     "morlhf": Morlhf,
     "noon_ppo": NoonPPO,

@@ -1,6 +1,6 @@
 """One PPO minibatch of the gradient-based baselines: ``algorithm=mgda_ub`` and ``algorithm=mgda``.
 
-``PamaModule.minibatch_step`` hands over to ``mgda_backward`` for these algorithms. It runs one
+``MgdaModule.minibatch_backward`` (``training.mgda_module``) hands over to ``mgda_backward``. It runs one
 forward pass, builds the K per-objective PPO losses, computes the K gradients (with respect to the
 last hidden states or to the shared trainable parameters), solves the min-norm problem and leaves the
 combined gradient in ``.grad``; the module then checks, clips and steps as for every algorithm.

@@ -1,7 +1,8 @@
 """``PamaModule``: the LightningModule that orchestrates one PPO iteration per training step.
 
 The math lives in pure tensor functions (``ops``, ``pareto``, ``losses``, ``kl_control``); this
-module only sequences them, owns the models, and logs. One ``training_step`` is one iteration:
+module only sequences them, owns the models, and logs. One ``training_step`` is one iteration,
+read top to bottom:
 
 1. rollout     sample responses, record pi_old / pi_ref log-probabilities and the K values
 2. score       one reward per objective -> scores (B,K)
@@ -9,6 +10,11 @@ module only sequences them, owns the models, and logs. One ``training_step`` is 
 4. advantages  GAE per objective, whitened per objective; Noon clamps negatives to 0
 5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch
 6. control     adaptive KL coefficient update; logging
+
+One axis, the objectives: K scores, one per configured objective; K' value heads and K' advantages,
+one per trained objective (``Combiner.trained_objectives``): K' = K, except MORLHF and Noon PPO, which
+train one objective, the scalarised score. The gradient baselines (mgda_ub, mgda) replace step 5's
+minibatch backward: ``training.mgda_module.MgdaModule``.
 """
 
 from __future__ import annotations
@@ -38,9 +44,9 @@ from pama_lit.run.schema import (
     PPOConfig,
     RolloutConfig,
 )
-from pama_lit.training.combiners import build_combiner
-from pama_lit.training.mgda_step import mgda_backward, pareto_diagnostic
-from pama_lit.training.rollout import Rollout, response_mask_from_eos
+from pama_lit.training.combiners import AdvantageCombiner, Combiner, build_combiner
+from pama_lit.training.mgda_step import pareto_diagnostic
+from pama_lit.training.rollout import PolicyForward, Rollout, response_mask_from_eos
 from pama_lit.training.scoring import RewardError, mask_unscored, score_rollout
 from pama_lit.training.timing import PhaseTimer
 
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 
 class PamaModule(L.LightningModule):
     """Policy, reference and value heads, trained by PAMA (or a baseline) with manual optimization.
+
+    Takes the advantage-space algorithms (pama, pama_batch, morlhf, noon_ppo); the gradient-space
+    ones train with ``MgdaModule``, which ``run.train.build_module`` picks for them.
 
     Args:
         model_loader: zero-argument callable returning a ``LoadedModel`` (policy LM + tokenizer).
@@ -69,6 +78,11 @@ class PamaModule(L.LightningModule):
             iterations that divide by it; 0 = never.
         preference: K positive weights in objective order, or None for uniform.
     """
+
+    # The combiners this module's minibatch_backward can train with.
+    combiner_type: type[Combiner] = AdvantageCombiner
+    # Whether minibatch_backward can take the rollout's own forward (fused_forward) instead of running one.
+    reuses_rollout_forward = True
 
     def __init__(
         self,
@@ -100,18 +114,21 @@ class PamaModule(L.LightningModule):
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
         self.temperature = rollout.temperature
         self.combiner = build_combiner(algorithm.name, algorithm.noon)
+        if not isinstance(self.combiner, self.combiner_type):
+            raise ValueError(
+                f"algorithm={self.combiner.name} does not train with {type(self).__name__}, which takes "
+                f"{self.combiner_type.__name__}s; run.train.build_module picks the module for an algorithm"
+            )
         self.min_score_std = algorithm.min_score_std
         self.veto_threshold = algorithm.veto_threshold
         self._warned_degenerate: set[str] = set()
         self._warned_no_objective = False
-        self.num_streams = self.combiner.num_streams(len(self.objectives))
-        # One epoch of one minibatch: the rollout's policy forward is also the update's (see rollout).
+        # One value head and one advantage per trained objective (MORLHF: the scalarised one).
+        self.trained_objectives = self.combiner.trained_objectives(self.objectives)
+        # One epoch of one minibatch: the rollout's policy forward is also the update's (see sample_rollout).
         self.fused_forward = (
-            self.ppo_cfg.epochs == 1
-            and self.ppo_cfg.num_minibatches == 1
-            and self.combiner.gradient_space is None
+            self.ppo_cfg.epochs == 1 and self.ppo_cfg.num_minibatches == 1 and self.reuses_rollout_forward
         )
-        self._update_forward: tuple[torch.Tensor, ...] | None = None
         self.model_loader = model_loader
         self.optimizer_factory = optimizer
         self.eval_seed = evaluation.seed
@@ -140,7 +157,7 @@ class PamaModule(L.LightningModule):
         lora = self.model_cfg.lora
         self.policy = PolicyWithValueHeads(
             loaded.model,
-            num_value_heads=self.num_streams,
+            num_value_heads=len(self.trained_objectives),
             lora=dataclasses.asdict(lora) if lora.enabled else None,
             no_dropout=self.model_cfg.disable_dropout,
             gradient_checkpointing=self.model_cfg.gradient_checkpointing,
@@ -167,27 +184,28 @@ class PamaModule(L.LightningModule):
         return self.optimizer_factory(params)
 
     # ------------------------------------------------------------------------------ the iteration
-    def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> dict[str, Any]:
+        """One PPO iteration on a batch of prompts.
+
+        Returns:
+            ``{"rollout": Rollout, "scores": (B,K)}``, which Lightning hands to the callbacks'
+            ``on_train_batch_end`` as ``outputs`` (e.g. ``SampleTable``).
+        """
         timer = PhaseTimer()
         with timer("rollout"):
-            rollout = self.rollout(batch["prompt"], keep_graph=self.fused_forward)  # 1
+            # forward: the rollout's policy forward with its graph when fused_forward, else None.
+            rollout, forward = self.sample_rollout(batch["prompt"], keep_graph=self.fused_forward)  # 1
         with timer("score"):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
             active = self.active_objectives(scores, rollout)  # (K,) bool
-            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
-            streams = self.combiner.stream_scores(scores, self.preference.to(scores))
-            rewards = ops.shape_rewards(streams, kl, rollout.response_mask, self.kl_ctl.value)  # 3
-            advantages, returns = self.advantages(rewards, rollout)  # 4
-        diagnostics = {}
-        if self.diagnostics_every and self.global_iteration % self.diagnostics_every == 0:
-            with timer("diagnostics"):
-                diagnostics = self.pareto_diagnostics(rollout, scores, kl)
-        elif self.diagnostics_every:
-            diagnostics = self.unmeasured_diagnostics()
-            timer.seconds["diagnostics"] = 0.0
+            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl["estimator"])
+            trained_scores = self.combiner.trained_scores(scores, self.preference.to(scores))  # (B,K')
+            rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
+            advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
+        diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, timer, active)  # 5
+            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward)  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
         stats["value/explained_var"] = ops.explained_variance(
@@ -198,9 +216,9 @@ class PamaModule(L.LightningModule):
         k1 = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1")
         seq_kl = distributed.mean((k1 * rollout.response_mask).sum(-1).mean())  # over every rank's samples
         self.kl_ctl.update(float(seq_kl), n_steps=len(rollout.texts) * distributed.world_size())  # 6
-        self.last_scores = scores
         self.log_iteration(rollout, scores, stats, seq_kl, timer)
         self.completed_iterations += 1
+        return {"rollout": rollout, "scores": scores}
 
     def score(self, rollout: Rollout) -> tuple[Rollout, torch.Tensor]:
         """Phase 2: (B,K) scores; with ``rewards_on_error=skip`` unscored samples leave the update.
@@ -277,50 +295,56 @@ class PamaModule(L.LightningModule):
         """Iterations completed so far: the 0-based index of the one running in ``training_step``."""
         return self.completed_iterations
 
-    @torch.no_grad()
-    def rollout(self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False) -> Rollout:
+    def sample_rollout(
+        self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False
+    ) -> tuple[Rollout, PolicyForward | None]:
         """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad.
 
-        With ``keep_graph`` (one PPO epoch of one minibatch) the policy forward runs with grad and is
-        kept for the update, which then needs no forward of its own: pi_old is exactly the policy
-        being updated, so the ratio is 1, as it would be after a second, identical forward.
+        With ``keep_graph`` (``fused_forward``: one PPO epoch of one minibatch) the policy forward
+        runs with grad and comes back as well, for ``ppo_update`` to differentiate instead of running
+        a forward of its own: pi_old is exactly the policy being updated, so the ratio is 1, as it
+        would be after a second, identical forward.
+
+        Returns:
+            the rollout, and the policy forward with its graph (``keep_graph``) or None.
         """
-        queries, query_mask = self.tokenize_prompts(prompts)
         cfg = self.rollout_cfg
-        responses = self.policy.generate(
-            queries,
-            query_mask,
-            eos_token_ids=self.eos_token_ids.tolist(),
-            pad_token_id=self.tokenizer.pad_token_id,
-            max_new_tokens=cfg.max_new_tokens,
-            min_new_tokens=cfg.min_new_tokens,
-            temperature=self.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            do_sample=do_sample,
-            merge_adapters=cfg.merge_adapters,
-        )
-        response_mask = response_mask_from_eos(responses, self.eos_token_ids)
-        responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
-        input_ids = torch.cat([queries, responses], dim=1)
-        attention_mask = torch.cat([query_mask, response_mask], dim=1)
-        num_response = responses.shape[1]
-        ref_logits = self.policy.reference_logits(input_ids, attention_mask, num_response)
-        ref_logprobs = ops.logprobs_from_logits(ref_logits, responses, self.temperature)
-        del ref_logits
+        with torch.no_grad():
+            queries, query_mask = self.tokenize_prompts(prompts)
+            responses = self.policy.generate(
+                queries,
+                query_mask,
+                eos_token_ids=self.eos_token_ids.tolist(),
+                pad_token_id=self.tokenizer.pad_token_id,
+                max_new_tokens=cfg.max_new_tokens,
+                min_new_tokens=cfg.min_new_tokens,
+                temperature=self.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                do_sample=do_sample,
+                merge_adapters=cfg.merge_adapters,
+            )
+            response_mask = response_mask_from_eos(responses, self.eos_token_ids)
+            responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
+            input_ids = torch.cat([queries, responses], dim=1)
+            attention_mask = torch.cat([query_mask, response_mask], dim=1)
+            num_response = responses.shape[1]
+            ref_logits = self.policy.reference_logits(input_ids, attention_mask, num_response)
+            ref_logprobs = ops.logprobs_from_logits(ref_logits, responses, self.temperature)
+            del ref_logits
         with torch.set_grad_enabled(keep_graph):
             logits, values = self.policy(input_ids, attention_mask, num_response)
             logprobs = ops.logprobs_from_logits(logits, responses, self.temperature)
-        self._update_forward = (
-            (logprobs, values, ops.entropy_from_logits(logits, self.temperature)) if keep_graph else None
-        )
+        with torch.no_grad():
+            entropy = ops.entropy_from_logits(logits, self.temperature) if keep_graph else None
+        forward = PolicyForward(logprobs, values, entropy) if keep_graph else None
         del logits
         logprobs, values = logprobs.detach(), values.detach()
         m = response_mask
         texts = self.tokenizer.batch_decode(
             responses.masked_fill(~m, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
-        return Rollout(
+        rollout = Rollout(
             input_ids=input_ids,
             attention_mask=attention_mask,
             responses=responses,
@@ -331,6 +355,7 @@ class PamaModule(L.LightningModule):
             prompts=list(prompts),
             texts=texts,
         )
+        return rollout, forward
 
     def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
@@ -361,10 +386,17 @@ class PamaModule(L.LightningModule):
             self._warned_truncation = True
         return enc.input_ids.to(self.device), enc.attention_mask.to(self.device).bool()
 
-    def advantages(self, rewards: torch.Tensor, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """Phase 4: per-stream GAE, per-stream whitening and (where the algorithm asks) Noon.
+    def compute_advantages(
+        self, rewards: torch.Tensor, rollout: Rollout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phase 4: per-objective GAE, per-objective whitening and (where the algorithm asks) Noon.
 
-        Returns advantages and returns, both (B,T,S).
+        Args:
+            rewards: (B,T,K') shaped per-token rewards of the trained objectives.
+            rollout: the iteration's samples (values (B,T,K'), response mask).
+
+        Returns:
+            advantages and returns, both (B,T,K').
         """
         cfg = self.ppo_cfg
         advantages, returns = ops.gae(
@@ -375,6 +407,18 @@ class PamaModule(L.LightningModule):
         if self.combiner.noon:
             advantages = ops.noon(advantages)
         return advantages, returns
+
+    def measure_stationarity(
+        self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor, timer: PhaseTimer
+    ) -> dict[str, torch.Tensor]:
+        """``train/diag/*``: measured every ``diagnostics.every_n_iterations``, NaN in between, {} when off."""
+        if not self.diagnostics_every:
+            return {}
+        if self.global_iteration % self.diagnostics_every:
+            timer.seconds["diagnostics"] = 0.0
+            return self.unmeasured_diagnostics()
+        with timer("diagnostics"):
+            return self.pareto_diagnostics(rollout, scores, kl)
 
     def pareto_diagnostics(self, rollout: Rollout, scores: torch.Tensor, kl: torch.Tensor) -> dict:
         """Pareto stationarity of the policy about to be updated, measured alike for every algorithm.
@@ -387,11 +431,11 @@ class PamaModule(L.LightningModule):
 
         Args:
             rollout: the iteration's samples.
-            scores: (B,K) raw scores, one per objective (not morlhf's scalarised stream).
+            scores: (B,K) raw scores, one per objective (not morlhf's scalarised one).
             kl: (B,T) per-token KL estimates of the reward shaping.
 
         Returns:
-            ``gradient_step.pareto_diagnostic``'s detached stats.
+            ``mgda_step.pareto_diagnostic``'s detached stats.
         """
         cfg = self.ppo_cfg
         mask = rollout.response_mask
@@ -420,42 +464,68 @@ class PamaModule(L.LightningModule):
         rollout: Rollout,
         advantages: torch.Tensor,
         returns: torch.Tensor,
-        timer: PhaseTimer,
         active: torch.Tensor,
+        timer: PhaseTimer,
+        forward: PolicyForward | None = None,
     ) -> dict:
         """Phase 5: PPO epochs over shuffled minibatches with the combine step in each.
 
-        ``active`` (K,) bool: the objectives that take part in the combine (``active_objectives``).
+        Args:
+            rollout: the iteration's samples.
+            advantages: (B,T,K') per-objective advantages.
+            returns: (B,T,K') per-objective returns.
+            active: (K,) bool, the objectives that take part in the combine (``active_objectives``).
+            timer: accumulates the minibatches' phases.
+            forward: the rollout's policy forward with its graph (``fused_forward``), which the first
+                minibatch, then the only one, differentiates instead of running a forward.
         """
         cfg = self.ppo_cfg
         opt = self.optimizers()
         batch_size = rollout.responses.shape[0]
         mb_size = batch_size // cfg.num_minibatches
-        pref = self.combiner.stream_preference(self.preference.to(advantages))
+        pref = self.combiner.trained_preference(self.preference.to(advantages))
         acc: dict[str, list[torch.Tensor]] = {}
         for _ in range(cfg.epochs):
             for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
-                stats = self.minibatch_step(opt, rollout, advantages, returns, idx, pref, timer, active)
+                opt.zero_grad(set_to_none=True)
+                minibatch_forward = forward.rows(idx) if forward is not None else None
+                forward = None  # its graph is freed by the backward: good for one minibatch only
+                loss, stats = self.minibatch_backward(
+                    rollout, advantages, returns, idx, pref, active, timer, minibatch_forward
+                )
+                stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
         return {k: torch.stack(v).mean(0) for k, v in acc.items()}
 
-    def minibatch_step(
-        self, opt, rollout, advantages, returns, idx, pref, timer, active
-    ) -> dict[str, torch.Tensor]:
+    def minibatch_backward(
+        self,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        idx: torch.Tensor,
+        pref: torch.Tensor,
+        active: torch.Tensor,
+        timer: PhaseTimer,
+        forward: PolicyForward | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One minibatch's loss, backward into ``.grad``: the combine step, then the PPO losses.
+
+        Args:
+            idx: (M,) the minibatch's rows.
+            pref: (K',) preference over the trained objectives.
+            forward: the rows' policy forward with grad, or None to run one.
+            (the others as in ``ppo_update``.)
+
+        Returns:
+            the 0-dim loss and the minibatch's detached stats.
+        """
         cfg = self.ppo_cfg
-        if self.combiner.gradient_space is not None:  # mgda_ub, mgda: combine gradients, not advantages
-            opt.zero_grad(set_to_none=True)
-            loss, stats = mgda_backward(
-                self.policy, self.manual_backward, self.combiner.gradient_space,
-                rollout, advantages, returns, idx, pref, dataclasses.asdict(cfg), timer,
-                temperature=self.temperature,
-            )  # fmt: skip
-            stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
-            return stats
         mask = rollout.response_mask[idx]
-        logprobs, values, entropy = self.update_forward(rollout, idx)
-        entropy = ops.masked_mean(entropy, mask)
+        if forward is None:
+            forward = self.policy_forward(rollout, idx)
+        logprobs, values = forward.logprobs, forward.values
+        entropy = ops.masked_mean(forward.entropy, mask)
         ratio = torch.exp(logprobs - rollout.logprobs[idx]).detach()
         with timer("pareto_solve"):
             combined, weights = self.combiner.combine(
@@ -464,9 +534,7 @@ class PamaModule(L.LightningModule):
         pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg.clip_coef)
         vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg.vf_clip)
         loss = pg_loss + cfg.vf_coef * vf_loss
-        opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = self.apply_gradients(opt, loss)
         pareto = combine_stats(advantages[idx], combined.detach(), weights.detach(), mask)
         stats = {
             "loss/policy": pg_loss.detach(),
@@ -475,30 +543,23 @@ class PamaModule(L.LightningModule):
             "policy/entropy": entropy,
             "policy/clipfrac": pg_stats["clipfrac"],
             "policy/approx_kl": pg_stats["approx_kl"],
-            "policy/grad_norm": grad_norm,
             "pareto/binding": pareto["binding"],
             "pareto/active_frac": pareto["active_frac"],
             "pareto/combined_adv": ops.masked_mean(combined.detach(), mask),
         }
         if self.combiner.noon:
             stats["pareto/noon_zero_frac"] = pareto["zero_frac"]
-        return stats
+        return loss, stats
 
-    def update_forward(self, rollout: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Log-probs (M,T) and values (M,T,S) with grad, and per-token entropy (M,T), of the rows idx.
-
-        Reuses the rollout's forward when it was kept (``fused_forward``), else runs one.
-        """
-        if self._update_forward is not None:
-            cached, self._update_forward = self._update_forward, None
-            return tuple(t[idx] for t in cached)
+    def policy_forward(self, rollout: Rollout, idx: torch.Tensor) -> PolicyForward:
+        """The policy's forward over the rows idx (M,): log-probs and values with grad, entropy without."""
         logits, values = self.policy(
             rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response
         )
         logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], self.temperature)
         with torch.no_grad():
             entropy = ops.entropy_from_logits(logits, self.temperature)
-        return logprobs, values, entropy
+        return PolicyForward(logprobs, values, entropy)
 
     def apply_gradients(self, opt, loss: torch.Tensor) -> torch.Tensor:
         """Clip and step on the gradients in ``.grad``; skip the step when the loss or a gradient is not finite.
@@ -549,19 +610,19 @@ class PamaModule(L.LightningModule):
             if value.dim() == 0:
                 m[f"train/{key}"] = value
             elif key == "loss/value_heads":
-                for i, name in enumerate(self._stream_names()):
+                for i, name in enumerate(self.trained_objectives):
                     m[f"train/loss/value/{name}"] = value[i]
             elif key == "pareto/binding":
-                for i, name in enumerate(self._stream_names()):
+                for i, name in enumerate(self.trained_objectives):
                     m[f"train/pareto/binding_frac/{name}"] = value[i]
             elif key in ("pareto/weight", "value/explained_var"):
-                for i, name in enumerate(self._stream_names()):
+                for i, name in enumerate(self.trained_objectives):
                     m[f"train/{key}/{name}"] = value[i]
             elif key in ("diag/weight", "diag/grad_norm"):
                 for i, name in enumerate(self.objectives):
                     m[f"train/{key}/{name}"] = value[i]
             elif key == "pareto/noon_zero_frac":
-                for i, name in enumerate(self._stream_names()):
+                for i, name in enumerate(self.trained_objectives):
                     m[f"train/pareto/noon_zero_frac/{name}"] = value[i]
             elif key == "pareto/excluded":
                 for i, name in enumerate(self.objectives):
@@ -583,10 +644,6 @@ class PamaModule(L.LightningModule):
         self.log_dict(
             bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=len(rollout.texts)
         )
-        self.last_rollout = rollout
-
-    def _stream_names(self) -> list[str]:
-        return self.objectives if self.num_streams == len(self.objectives) else ["scalarised"]
 
     # --------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -597,7 +654,7 @@ class PamaModule(L.LightningModule):
         # Fixed sampling seed per batch: the same policy gives the same responses at every evaluation.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.eval_seed + batch_idx)
-            rollout = self.rollout(batch["prompt"])
+            rollout, _ = self.sample_rollout(batch["prompt"])
         try:
             scores = score_rollout(self.raw_rewards, rollout, self.global_iteration, self.rewards_on_error)
         except RewardError as err:

@@ -55,3 +55,22 @@ class Rollout:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if torch.is_tensor(getattr(self, f.name))}
+
+
+@dataclass
+class PolicyForward:
+    """The policy's forward over a batch's responses, with grad: what a PPO minibatch differentiates.
+
+    Attributes:
+        logprobs: (B,T) log pi_theta of each response token, with grad.
+        values: (B,T,K) value-head outputs, with grad.
+        entropy: (B,T) per-token entropy of pi_theta, without grad.
+    """
+
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+
+    def rows(self, idx: torch.Tensor) -> PolicyForward:
+        """The forward of the rows ``idx`` (M,), still attached to the graph."""
+        return PolicyForward(self.logprobs[idx], self.values[idx], self.entropy[idx])
