@@ -81,10 +81,55 @@ def test_fused_forward_gives_the_same_update(algorithm):
     assert not any(t.requires_grad for t in tensors)
 
 
-def test_fusion_only_for_one_epoch_of_one_minibatch_and_advantage_combiners():
-    assert not tiny_module("pama", epochs=2, minibatches=1).fused_forward
-    assert not tiny_module("pama", epochs=1, minibatches=2).fused_forward
-    assert not tiny_module("mgda_ub", epochs=1, minibatches=1).fused_forward
+def count_forwards(module: PamaModule) -> tuple[int, int]:
+    """(no-grad, with-grad) forwards of the policy over one iteration, leaving out generate's decoding
+    steps: the rollout's reference and pi_old forwards, and the update's."""
+    module.configure_model()
+    calls, decoding = [], []
+    module.policy.lm.register_forward_pre_hook(
+        lambda mod, args: None if decoding else calls.append(torch.is_grad_enabled())
+    )
+    generate = module.policy.generate
+
+    def marked_generate(*args, **kwargs):
+        decoding.append(True)
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            decoding.clear()
+
+    module.policy.generate = marked_generate
+    train_one_iteration(module)
+    return calls.count(False), calls.count(True)
+
+
+@pytest.mark.parametrize("algorithm", ["pama", "morlhf"])
+def test_fusion_saves_exactly_the_updates_forward(algorithm):
+    extra = ("diagnostics.every_n_iterations=0",)
+    fused = tiny_module(algorithm, 1, 1, extra=extra)
+    unfused = tiny_module(algorithm, 1, 1, extra=extra)
+    unfused.fused_forward = False
+    no_grad_fused, grad_fused = count_forwards(fused)
+    no_grad_unfused, grad_unfused = count_forwards(unfused)
+    # Fused: pi_old's forward runs with grad and the update differentiates it instead of its own.
+    assert (no_grad_fused, grad_fused) == (no_grad_unfused - 1, grad_unfused) == (no_grad_unfused - 1, 1)
+
+
+@pytest.mark.parametrize(
+    "algorithm,epochs,minibatches", [("pama", 2, 1), ("pama", 1, 2), ("mgda_ub", 1, 1), ("mgda", 1, 1)]
+)
+def test_no_fusion_beyond_one_epoch_of_one_minibatch_or_for_gradient_baselines(
+    algorithm, epochs, minibatches
+):
+    """Several minibatches or epochs need pi_old fixed apart from the graph; mgda_ub needs the last
+    hidden states, which the rollout's forward does not keep: each update runs its own forwards."""
+    extra = ("diagnostics.every_n_iterations=0",)
+    reference = tiny_module("pama", 1, 1, extra=extra)
+    reference.fused_forward = False
+    no_grad_rollout, _ = count_forwards(reference)  # the rollout's no-grad forwards, unfused
+    no_grad, grad = count_forwards(tiny_module(algorithm, epochs, minibatches, extra=extra))
+    assert no_grad == no_grad_rollout
+    assert grad >= epochs * minibatches
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

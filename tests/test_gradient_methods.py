@@ -284,6 +284,15 @@ def test_unknown_gradient_space_is_refused():
 def test_each_algorithm_trains_with_the_module_whose_step_it_implements(tiny_cfg, algorithm, module_class):
     """Gradient combiners have no advantage combine; the module that would call one refuses them."""
     from pama_lit.rewards import build_rewards
+    from pama_lit.run.schema import (
+        AlgorithmConfig,
+        DiagnosticsConfig,
+        EvalConfig,
+        ModelConfig,
+        PPOConfig,
+        RolloutConfig,
+        typed,
+    )  # fmt: skip
     from pama_lit.run.train import build_module
     from pama_lit.training.mgda_module import MgdaModule
     from pama_lit.training.module import PamaModule
@@ -297,8 +306,10 @@ def test_each_algorithm_trains_with_the_module_whose_step_it_implements(tiny_cfg
     other = PamaModule if module_class == "MgdaModule" else MgdaModule
     with pytest.raises(ValueError, match=f"algorithm={algorithm} does not train with {other.__name__}"):
         other(
-            model_loader=None, rewards=rewards, algorithm=tiny_cfg.algorithm, ppo=tiny_cfg.ppo,
-            rollout=tiny_cfg.rollout, model=tiny_cfg.model, optimizer=None,
+            model_loader=None, rewards=rewards, algorithm=typed(AlgorithmConfig, tiny_cfg.algorithm),
+            ppo=typed(PPOConfig, tiny_cfg.ppo), rollout=typed(RolloutConfig, tiny_cfg.rollout),
+            model=typed(ModelConfig, tiny_cfg.model), optimizer=None, evaluation=typed(EvalConfig, tiny_cfg.eval),
+            rewards_on_error="raise", diagnostics=typed(DiagnosticsConfig, tiny_cfg.diagnostics),
         )  # fmt: skip
 
 

@@ -38,8 +38,8 @@ def test_no_key_or_token_is_printed_or_written(tmp_path):
             "iterations=1",
             "logger=[csv,wandb]",
             "callbacks.checkpoint.every_n_iterations=1",
-            "+probe.hub_token=${oc.env:HF_TOKEN}",
-            "+probe.note=key ${oc.env:WANDB_API_KEY} in a string",
+            "+objective.hub_token=${oc.env:HF_TOKEN}",
+            "+objective.note=key ${oc.env:WANDB_API_KEY} in a string",
         ],
         run_dir,
         env=env,
@@ -53,7 +53,7 @@ def test_no_key_or_token_is_printed_or_written(tmp_path):
         leaks = [str(p) for p in written if secret.encode() in p.read_bytes()]
         assert not leaks, f"secret written to {leaks}"
     hparams = OmegaConf.load(next(run_dir.rglob("hparams.yaml")))
-    assert hparams.probe.hub_token == "***" and hparams.probe.note == "key *** in a string"
+    assert hparams.objective.hub_token == "***" and hparams.objective.note == "key *** in a string"
 
 
 def test_redact_masks_keys_and_known_values_only():

@@ -124,9 +124,9 @@ def test_the_preference_changes_the_update(tmp_path, monkeypatch, algorithm):
 
     states, rollouts = [], []
     for preference in ("[0.2,0.8]", "[0.8,0.2]"):
-        (_, rollout), state = _first_update(
+        (_, (rollout, _forward)), state = _first_update(
             tmp_path / preference, [*RULE_REWARDS, *BATCH, f"algorithm={algorithm}", f"preference={preference}"],
-            (PamaModule, "rollout"), monkeypatch,
+            (PamaModule, "sample_rollout"), monkeypatch,
         )  # fmt: skip
         assert isinstance(rollout, Rollout)
         states.append(state)
@@ -135,7 +135,7 @@ def test_the_preference_changes_the_update(tmp_path, monkeypatch, algorithm):
     assert any(not torch.allclose(states[0][k], states[1][k]) for k in states[0])
 
 
-@pytest.mark.parametrize(("algorithm", "spy"), [("pama", "combine"), ("morlhf", "stream_scores")])
+@pytest.mark.parametrize(("algorithm", "spy"), [("pama", "combine"), ("morlhf", "trained_scores")])
 def test_the_heavier_objective_leads_the_combined_signal(tmp_path, monkeypatch, algorithm, spy):
     """Weight on an objective makes the signal the policy follows track it: the preference points the right way.
 
@@ -198,7 +198,9 @@ def test_full_finetune_trains_the_base_weights(tmp_path, monkeypatch):
         return original(self)
 
     monkeypatch.setattr(PamaModule, "configure_optimizers", spy)
-    _, after = _first_update(tmp_path, ["model.lora.enabled=false"], (PamaModule, "rollout"), monkeypatch)
+    _, after = _first_update(
+        tmp_path, ["model.lora.enabled=false"], (PamaModule, "sample_rollout"), monkeypatch
+    )
     assert not any("lora_" in k for k in after)
     moved = [k for k in after if "layers." in k and not torch.equal(after[k], before["state"][k])]
     assert any("self_attn" in k for k in moved) and any("mlp" in k for k in moved), moved

@@ -199,7 +199,7 @@ class PamaModule(L.LightningModule):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
             active = self.active_objectives(scores, rollout)  # (K,) bool
-            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl["estimator"])
+            kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
             trained_scores = self.combiner.trained_scores(scores, self.preference.to(scores))  # (B,K')
             rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
@@ -638,7 +638,15 @@ class PamaModule(L.LightningModule):
             for key, value in reward.metrics().items():
                 m[f"train/reward_stats/{key}/{name}"] = value
         m = distributed.mean_floats(m, self.device)  # logged means cover every rank's samples
-        self.log_dict(m, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
+        # The row goes to the loggers now, as Lightning's own logging would (same step and epoch
+        # columns), not after the batch-end callbacks: ModelCheckpoint saves in on_train_batch_end,
+        # and a kill between that save and Lightning's logging lost the row for good (the resumed
+        # run starts after this iteration).
+        row = {key: float(value) for key, value in m.items()} | {"epoch": self.current_epoch}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.global_iteration)
+            logger.save()
+        self.log_dict(m, logger=False, on_step=True, on_epoch=False, batch_size=len(rollout.texts))
         bar = {f"r/{name}": m[f"train/reward/{name}"] for name in self.objectives}
         bar["kl"] = m["train/kl/ref"]
         self.log_dict(
