@@ -207,7 +207,7 @@ class IterationClock:
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 total = time.perf_counter() - self.start
-                times = {k.removeprefix("train/time/"): float(v) for k, v in trainer.logged_metrics.items()
+                times = {k.removeprefix("train/time/"): float(v) for k, v in trainer.callback_metrics.items()
                          if k.startswith("train/time/")}  # fmt: skip
                 record = {"iteration": total, "generate": clock._generate_seconds,
                           "update": total - clock._generate_seconds, "phases": times}  # fmt: skip
