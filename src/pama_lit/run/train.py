@@ -26,6 +26,7 @@ from pama_lit.run.preflight import preflight
 from pama_lit.run.results import eval_record
 from pama_lit.run.schema import (
     AlgorithmConfig,
+    ConditioningConfig,
     DiagnosticsConfig,
     EvalConfig,
     ModelConfig,
@@ -166,6 +167,9 @@ def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
         rewards_on_error=cfg.rewards_on_error,
         diagnostics=typed(DiagnosticsConfig, cfg.diagnostics),
         preference=cfg.preference,
+        # Runs saved before conditioning existed have no such section: they were unconditioned.
+        conditioning=typed(ConditioningConfig, cfg.conditioning) if "conditioning" in cfg else None,
+        seed=cfg.seed,
     )
 
 
@@ -246,6 +250,8 @@ def export(module: PamaModule, folder: Path) -> None:
         {"state_dict": module.policy.value_head.state_dict(), "objectives": module.trained_objectives},
         folder / "value_heads.pt",
     )
+    # What rebuilds the conditioned policy's prompts (evaluate.py reads it; {"mode": "none"} otherwise).
+    write_json_atomic(folder / "conditioning.json", module.conditioning_state())
 
 
 def print_summary(objectives: list[str], start: dict | None, end: dict | None, output_dir: Path) -> None:

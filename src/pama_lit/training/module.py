@@ -30,7 +30,12 @@ from pama_lit.core import ops
 from pama_lit.core.kl_control import build_kl_controller
 from pama_lit.core.losses import policy_loss, value_loss
 from pama_lit.core.pareto import combine_stats
-from pama_lit.core.preference import resolve_preference
+from pama_lit.core.preference import (
+    preference_prefix,
+    quantize_preferences,
+    resolve_preference,
+    sample_preferences,
+)
 from pama_lit.infra import distributed
 from pama_lit.infra.checkpointing import capture_rng, restore_rng
 from pama_lit.models.policy import PolicyWithValueHeads
@@ -38,6 +43,7 @@ from pama_lit.rewards import Normalized, Reward
 from pama_lit.run.config import check_context_window
 from pama_lit.run.schema import (
     AlgorithmConfig,
+    ConditioningConfig,
     DiagnosticsConfig,
     EvalConfig,
     ModelConfig,
@@ -76,7 +82,12 @@ class PamaModule(L.LightningModule):
             such samples out of the update and counts them in ``train/skipped_samples``.
         diagnostics: ``every_n_iterations``: measure Pareto stationarity (``train/diag/*``) on the
             iterations that divide by it; 0 = never.
-        preference: K positive weights in objective order, or None for uniform.
+        preference: K positive weights in objective order, or None for uniform. Conditioned: the
+            preference of every validation (written into its prompts), rounded onto the grid.
+        conditioning: ``mode`` none (None too) or prompt: every training prompt gets its own
+            preference, drawn each iteration (``draw_preferences``) and written before it
+            (``condition_prompts``); the combine uses each sample's own (docs/conditioning.md).
+        seed: the run's seed; conditioned draws are seeded by it, the iteration and the rank.
     """
 
     # The combiners this module's minibatch_backward can train with.
@@ -97,6 +108,8 @@ class PamaModule(L.LightningModule):
         rewards_on_error: str,
         diagnostics: DiagnosticsConfig,
         preference: list[float] | None = None,
+        conditioning: ConditioningConfig | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -107,6 +120,11 @@ class PamaModule(L.LightningModule):
         # Validation scores raw rewards (reward.normalize only shapes training): comparable across runs.
         self.raw_rewards = {k: r.reward if isinstance(r, Normalized) else r for k, r in self.rewards.items()}
         self.preference = resolve_preference(preference, self.objectives)
+        self.conditioning = conditioning if conditioning is not None and conditioning.mode != "none" else None
+        self.seed = seed
+        if self.conditioning is not None:
+            # The weights the prompt shows are the weights the policy is scored at.
+            self.preference = quantize_preferences(self.preference, 10**self.conditioning.decimals)
         self.algo_cfg = algorithm
         self.ppo_cfg = ppo
         self.rollout_cfg = rollout
@@ -194,18 +212,23 @@ class PamaModule(L.LightningModule):
         timer = PhaseTimer()
         with timer("rollout"):
             # forward: the rollout's policy forward with its graph when fused_forward, else None.
-            rollout, forward = self.sample_rollout(batch["prompt"], keep_graph=self.fused_forward)  # 1
+            # Conditioned: each prompt's own preference (B,K), written into its prompt; else the run's (K,).
+            preference = self.draw_preferences(len(batch["prompt"])) if self.conditioning else self.preference
+            rollout, forward = self.sample_rollout(
+                batch["prompt"], keep_graph=self.fused_forward, preferences=preference
+            )  # 1
         with timer("score"):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
+            preference = preference.to(scores)
             active = self.active_objectives(scores, rollout)  # (K,) bool
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
-            trained_scores = self.combiner.trained_scores(scores, self.preference.to(scores))  # (B,K')
+            trained_scores = self.combiner.trained_scores(scores, preference)  # (B,K')
             rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
         diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward)  # 5
+            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward, preference)  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
         stats["value/explained_var"] = ops.explained_variance(
@@ -295,8 +318,30 @@ class PamaModule(L.LightningModule):
         """Iterations completed so far: the 0-based index of the one running in ``training_step``."""
         return self.completed_iterations
 
+    def draw_preferences(self, n: int) -> torch.Tensor:
+        """(n,K) float32: this iteration's preferences for this rank's n prompts, on the
+        ``conditioning.decimals`` grid. Seeded by (seed, iteration, rank), so a resumed run draws
+        what the interrupted one would have."""
+        c = self.conditioning
+        seed = [self.seed, self.global_iteration, distributed.rank()]
+        draws = sample_preferences(n, len(self.objectives), c.concentration, c.corner_share, seed)
+        return quantize_preferences(draws, 10**c.decimals).to(self.device)
+
+    def condition_prompts(self, prompts: list[str], preferences: torch.Tensor | None) -> list[str]:
+        """The prompts the policy reads: conditioned, each behind its preference's line
+        (``preference_prefix``; a (K,) preference, or None for the run's, applies to all); else as given."""
+        if self.conditioning is None:
+            return list(prompts)
+        rows = (self.preference if preferences is None else preferences).expand(len(prompts), -1).tolist()
+        digits = self.conditioning.decimals
+        return [preference_prefix(w, self.objectives, digits) + p for w, p in zip(rows, prompts, strict=True)]
+
     def sample_rollout(
-        self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False
+        self,
+        prompts: list[str],
+        do_sample: bool = True,
+        keep_graph: bool = False,
+        preferences: torch.Tensor | None = None,
     ) -> tuple[Rollout, PolicyForward | None]:
         """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad.
 
@@ -305,12 +350,16 @@ class PamaModule(L.LightningModule):
         a forward of its own: pi_old is exactly the policy being updated, so the ratio is 1, as it
         would be after a second, identical forward.
 
+        Conditioned, the policy reads each prompt behind its preference (``condition_prompts``;
+        ``preferences`` (B,K), (K,) or None for the run's); the rollout keeps the prompts as given,
+        which is what the rewards read.
+
         Returns:
             the rollout, and the policy forward with its graph (``keep_graph``) or None.
         """
         cfg = self.rollout_cfg
         with torch.no_grad():
-            queries, query_mask = self.tokenize_prompts(prompts)
+            queries, query_mask = self.tokenize_prompts(self.condition_prompts(prompts, preferences))
             responses = self.policy.generate(
                 queries,
                 query_mask,
@@ -467,6 +516,7 @@ class PamaModule(L.LightningModule):
         active: torch.Tensor,
         timer: PhaseTimer,
         forward: PolicyForward | None = None,
+        preference: torch.Tensor | None = None,
     ) -> dict:
         """Phase 5: PPO epochs over shuffled minibatches with the combine step in each.
 
@@ -478,20 +528,24 @@ class PamaModule(L.LightningModule):
             timer: accumulates the minibatches' phases.
             forward: the rollout's policy forward with its graph (``fused_forward``), which the first
                 minibatch, then the only one, differentiates instead of running a forward.
+            preference: (K,) the run's preference (None: ``self.preference``), or (B,K) each
+                sample's own (conditioning).
         """
         cfg = self.ppo_cfg
         opt = self.optimizers()
         batch_size = rollout.responses.shape[0]
         mb_size = batch_size // cfg.num_minibatches
-        pref = self.combiner.trained_preference(self.preference.to(advantages))
+        preference = self.preference if preference is None else preference
+        pref = self.combiner.trained_preference(preference.to(advantages))  # (K',) or (B,K')
         acc: dict[str, list[torch.Tensor]] = {}
         for _ in range(cfg.epochs):
             for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
                 opt.zero_grad(set_to_none=True)
                 minibatch_forward = forward.rows(idx) if forward is not None else None
                 forward = None  # its graph is freed by the backward: good for one minibatch only
+                rows_pref = pref[idx] if pref.dim() == 2 else pref
                 loss, stats = self.minibatch_backward(
-                    rollout, advantages, returns, idx, pref, active, timer, minibatch_forward
+                    rollout, advantages, returns, idx, rows_pref, active, timer, minibatch_forward
                 )
                 stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
                 for k, v in stats.items():
@@ -513,7 +567,7 @@ class PamaModule(L.LightningModule):
 
         Args:
             idx: (M,) the minibatch's rows.
-            pref: (K',) preference over the trained objectives.
+            pref: (K',) preference over the trained objectives, or (M,K') the rows' own (conditioning).
             forward: the rows' policy forward with grad, or None to run one.
             (the others as in ``ppo_update``.)
 
@@ -712,6 +766,7 @@ class PamaModule(L.LightningModule):
             "objectives": self.objectives,
             "algorithm": self.combiner.name,
             "preference": self.preference.tolist(),
+            "conditioning": self.conditioning_state(),
             "kl_controller": self.kl_ctl.state_dict(),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
@@ -729,6 +784,12 @@ class PamaModule(L.LightningModule):
             raise ValueError(
                 f"checkpoint objectives {state['objectives']} differ from this run's {self.objectives}; "
                 "resume with the same objective= setting"
+            )
+        saved = state.get("conditioning", {"mode": "none"})  # checkpoints from before conditioning
+        if saved != self.conditioning_state():
+            raise ValueError(
+                f"checkpoint conditioning {saved} differs from this run's {self.conditioning_state()}; "
+                "resume with the same conditioning= setting"
             )
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self._load_normalizers(state.get("reward_normalizers", {}))
@@ -749,6 +810,10 @@ class PamaModule(L.LightningModule):
             )  # fmt: skip
             restore_rng(states[0])
             distributed.decorrelate_rng()
+
+    def conditioning_state(self) -> dict[str, Any]:
+        """The conditioning as checkpoints and ``final/conditioning.json`` record it."""
+        return {"mode": "none"} if self.conditioning is None else dataclasses.asdict(self.conditioning)
 
     def _normalizers_state(self) -> dict[str, dict]:
         return {k: r.state_dict() for k, r in self.rewards.items() if isinstance(r, Normalized)}
