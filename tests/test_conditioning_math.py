@@ -58,27 +58,17 @@ def test_no_corner_share_never_draws_a_corner_and_full_share_only_corners():
 
 
 def _naive_quantize(w: list[float], steps: int) -> list[float]:
-    """The grid point nearest to w's floor-lifted units, by brute force over the whole grid."""
-    k = len(w)
-    target = [1 + x * (steps - k) for x in w]
-    best = min(
-        (p for p in simplex_grid(k, steps)),
-        key=lambda p: (
-            max(abs(pi * steps - t) for pi, t in zip(p, target, strict=True)),
-            # largest remainder's tie-break: the lower index takes the extra unit
-            [-pi for pi in p],
-        ),
+    """The grid point nearest to w in squared distance, by brute force over the whole grid."""
+    return min(
+        simplex_grid(len(w), steps), key=lambda p: sum((pi - wi) ** 2 for pi, wi in zip(p, w, strict=True))
     )
-    return best
 
 
 @pytest.mark.parametrize("k,steps", [(2, 10), (3, 10), (3, 7), (4, 12)])
 def test_quantize_matches_the_nearest_grid_point(k, steps):
-    w = sample_preferences(200, k, 0.7, 0.3, [k, steps])
+    w = sample_preferences(200, k, 0.7, 0.0, [k, steps])  # no corners: no ties between grid points
     q = quantize_preferences(w, steps)
-    grid = {tuple(round(x, 6) for x in p) for p in simplex_grid(k, steps)}
     for row, qrow in zip(w.tolist(), q.tolist(), strict=True):
-        assert tuple(round(x, 6) for x in qrow) in grid  # positive multiples of 1/steps, summing to 1
         assert qrow == pytest.approx(_naive_quantize(row, steps), abs=1e-6)
 
 
@@ -86,6 +76,16 @@ def test_quantize_lifts_vertices_and_keeps_grid_points():
     lifted = quantize_preferences(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 100)
     assert torch.allclose(lifted, torch.tensor([[0.99, 0.01], [0.01, 0.99]]))
     assert quantize_preferences(torch.tensor([0.5, 0.5]), 100).tolist() == [0.5, 0.5]
+    assert torch.allclose(quantize_preferences(torch.tensor([0.8, 0.2]), 100), torch.tensor([0.8, 0.2]))
+    # Corners of three objectives: each zero lifted to one unit, taken from the lowest-index heavy entry.
+    assert (quantize_preferences(simplex_corners(3), 10) * 10).round().tolist() == [
+        [8, 1, 1], [1, 8, 1], [1, 1, 8], [4, 5, 1], [4, 1, 5], [1, 4, 5],
+    ]  # fmt: skip
+    assert (quantize_preferences(torch.tensor([1.0, 0.0, 0.0]), 3) * 3).round().tolist() == [1, 1, 1]
+    for steps in (3, 7, 100):  # every row a grid point, whatever the draw
+        q = quantize_preferences(sample_preferences(300, 3, 0.3, 0.5, [steps]), steps) * steps
+        assert torch.allclose(q, q.round(), atol=1e-4) and (q.round() >= 1).all()
+        assert (q.round().sum(-1) == steps).all()
     with pytest.raises(ValueError, match="steps >= k"):
         quantize_preferences(torch.tensor([0.5, 0.5]), 1)
 

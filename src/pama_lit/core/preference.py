@@ -185,10 +185,11 @@ def sample_preferences(
 def quantize_preferences(weights: torch.Tensor, steps: int) -> torch.Tensor:
     """Round preferences onto the simplex grid of ``simplex_grid(K, steps)``: positive multiples of 1/steps.
 
-    Each row is first mixed with the grid's floor, u_i = 1 + w_i (steps - K) units of 1/steps, so that
-    every weight keeps at least one unit (PAMA divides by each weight; a vertex becomes its nearest
-    grid point, e.g. (0.99, 0.01) for steps=100), then rounded by largest remainder so that the units
-    sum to ``steps`` exactly (ties: lowest index first).
+    The nearest grid point in squared distance: largest remainder rounding of w * steps to integer
+    units summing to ``steps``, with every entry kept at one unit at least (PAMA divides by each
+    weight), the units that costs taken back from the entries that round down most cheaply. A grid
+    point stays as it is; a vertex becomes its nearest grid point, e.g. (0.99, 0.01) for steps=100.
+    Ties go to the lower index.
 
     Args:
         weights: (..., K) nonnegative rows summing to 1.
@@ -200,13 +201,17 @@ def quantize_preferences(weights: torch.Tensor, steps: int) -> torch.Tensor:
     k = weights.shape[-1]
     if steps < k:
         raise ValueError(f"quantize_preferences needs steps >= k, got k={k}, steps={steps}")
-    units = 1 + weights.double() * (steps - k)
-    whole = units.floor()
-    left = (steps - whole.sum(-1, keepdim=True)).round().long()  # units still to hand out, < K
-    # Rank the fractional parts (stable sort: equal parts go to the lower index first).
-    order = torch.sort(units - whole, dim=-1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(k).expand_as(order).contiguous())
-    whole = whole + (rank < left).double()
+    raw = weights.double() * steps
+    whole = raw.floor().clamp(min=1)
+    # One unit at a time, at most K - 1 of them: the floors miss fewer than K units, and the clamps
+    # add fewer than K. Giving to the largest remainder (taking from the smallest) is the cheapest move.
+    for _ in range(k):
+        left = steps - whole.sum(-1, keepdim=True)
+        rem = raw - whole
+        give = rem.argmax(-1, keepdim=True)
+        take = torch.where(whole > 1, rem, torch.inf).argmin(-1, keepdim=True)
+        delta = torch.zeros_like(whole).scatter_(-1, give, (left > 0).double())
+        whole = whole + delta.scatter_add_(-1, take, -(left < 0).double())
     return (whole / steps).float()
 
 

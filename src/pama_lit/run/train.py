@@ -167,10 +167,18 @@ def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
         rewards_on_error=cfg.rewards_on_error,
         diagnostics=typed(DiagnosticsConfig, cfg.diagnostics),
         preference=cfg.preference,
-        # Runs saved before conditioning existed have no such section: they were unconditioned.
-        conditioning=typed(ConditioningConfig, cfg.conditioning) if "conditioning" in cfg else None,
+        conditioning=conditioning_config(cfg),
         seed=cfg.seed,
     )
+
+
+def conditioning_config(cfg: DictConfig) -> ConditioningConfig | None:
+    """The run's conditioning, or None for ``mode: none`` (also a run saved before conditioning existed,
+    or a ``final/conditioning.json`` of an unconditioned run, which records the mode alone)."""
+    section = cfg.get("conditioning")
+    if section is None or section.get("mode") == "none":
+        return None
+    return typed(ConditioningConfig, section)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -334,7 +334,25 @@ class PamaModule(L.LightningModule):
             return list(prompts)
         rows = (self.preference if preferences is None else preferences).expand(len(prompts), -1).tolist()
         digits = self.conditioning.decimals
-        return [preference_prefix(w, self.objectives, digits) + p for w, p in zip(rows, prompts, strict=True)]
+        lines = [preference_prefix(w, self.objectives, digits) for w in rows]
+        return [line + self.fit_prompt(line, p) for line, p in zip(lines, prompts, strict=True)]
+
+    def fit_prompt(self, line: str, prompt: str) -> str:
+        """``prompt``, cut from the left so that ``line + prompt`` fits ``model.max_prompt_length``.
+
+        Tokenization cuts over-long queries from the left, which would drop the preference line
+        first; the prompt's own beginning goes instead (the usual warning says when).
+        """
+        tok, max_len = self.tokenizer, self.model_cfg.max_prompt_length
+        for _ in range(4):  # a decoded cut can re-encode a token longer; a few rounds settle it
+            texts, add_special = self.query_texts([line + prompt])
+            excess = len(tok(texts[0], add_special_tokens=add_special).input_ids) - max_len
+            if excess <= 0:
+                break
+            self.warn_truncation(max_len)
+            ids = tok(prompt, add_special_tokens=False).input_ids
+            prompt = tok.decode(ids[min(excess, len(ids)) :])
+        return prompt
 
     def sample_rollout(
         self,
@@ -406,8 +424,9 @@ class PamaModule(L.LightningModule):
         )
         return rollout, forward
 
-    def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
+    def query_texts(self, prompts: list[str]) -> tuple[list[str], bool]:
+        """The texts the policy reads (through the chat template when the model has one), and whether
+        tokenizing them adds the special tokens."""
         tok = self.tokenizer
         if self.model_cfg.chat_template and getattr(tok, "chat_template", None):
             texts = [
@@ -416,9 +435,20 @@ class PamaModule(L.LightningModule):
                 )
                 for p in prompts
             ]
-            add_special = False
-        else:
-            texts, add_special = list(prompts), True
+            return texts, False
+        return list(prompts), True
+
+    def warn_truncation(self, max_len: int) -> None:
+        if not getattr(self, "_warned_truncation", False):
+            log.warning(
+                "Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len
+            )
+            self._warned_truncation = True
+
+    def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
+        tok = self.tokenizer
+        texts, add_special = self.query_texts(prompts)
         max_len = self.model_cfg.max_prompt_length
         enc = tok(
             texts,
@@ -428,11 +458,8 @@ class PamaModule(L.LightningModule):
             max_length=max_len,
             add_special_tokens=add_special,
         )
-        if enc.attention_mask.sum(-1).max() >= max_len and not getattr(self, "_warned_truncation", False):
-            log.warning(
-                "Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len
-            )
-            self._warned_truncation = True
+        if enc.attention_mask.sum(-1).max() >= max_len:
+            self.warn_truncation(max_len)
         return enc.input_ids.to(self.device), enc.attention_mask.to(self.device).bool()
 
     def compute_advantages(
