@@ -179,3 +179,32 @@ def test_conditioned_run_resumes_exactly_after_a_kill(tmp_path):
     for step, metrics in rows:
         for key, value in metrics.items():
             assert value == pytest.approx(expected[step][key], rel=1e-6, abs=1e-9), (step, key)
+
+
+@pytest.mark.parametrize("algorithm", ["pama", "morlhf"])
+def test_the_update_uses_each_samples_own_preference(algorithm, tiny_cfg, tmp_path, monkeypatch):
+    """PAMA combines each row with its own weights; MORLHF scalarises each row's scores by its own."""
+    seen: dict[str, list] = {"drawn": [], "scalarised_by": [], "combined_with": []}
+    draw, backward = PamaModule.draw_preferences, PamaModule.minibatch_backward
+
+    def spy_draw(self, n):
+        seen["drawn"].append(draw(self, n))
+        original = self.combiner.trained_scores
+        self.combiner.trained_scores = lambda s, p: seen["scalarised_by"].append(p) or original(s, p)
+        return seen["drawn"][-1]
+
+    def spy_backward(self, rollout, advantages, returns, idx, pref, *rest):
+        seen["combined_with"].append((idx, pref))
+        return backward(self, rollout, advantages, returns, idx, pref, *rest)
+
+    monkeypatch.setattr(PamaModule, "draw_preferences", spy_draw)
+    monkeypatch.setattr(PamaModule, "minibatch_backward", spy_backward)
+    cfg = compose_config([*TINY, PROMPT, f"algorithm={algorithm}", "data.val_size=0"], tmp_path / "run")
+    validate_config(cfg)
+    train(cfg)
+    drawn = seen["drawn"][0]
+    assert drawn.shape == (cfg.rollout.batch_size, 2) and not torch.equal(drawn[0], drawn[1])
+    assert torch.equal(seen["scalarised_by"][0], drawn)
+    for idx, pref in seen["combined_with"][: cfg.ppo.epochs * cfg.ppo.num_minibatches]:
+        expected = drawn[idx] if algorithm == "pama" else torch.ones(len(idx), 1)
+        assert torch.equal(pref, expected)
