@@ -17,6 +17,7 @@ from train_runs import TINY as RUN_TINY
 from train_runs import run_train, start_train
 
 from pama_lit.fronts.collect import load_sweep
+from pama_lit.fronts.metrics import hypervolume, spearman
 from pama_lit.rewards import build_rewards
 from pama_lit.run.config import ConfigError, validate_config
 from pama_lit.run.evaluate import evaluate
@@ -37,6 +38,7 @@ PROMPT = "conditioning=prompt"
         (["algorithm.veto_threshold=0.1"], "algorithm.veto_threshold=0.1 with conditioning=prompt"),
         (["conditioning.mode=svd"], "conditioning.mode='svd': must be one of none, prompt"),
         (["conditioning.corner_share=1.5"], r"conditioning.corner_share=1.5: must be a number in \[0, 1\]"),
+        (["conditioning.eval_grid_steps=1"], r"conditioning.eval_grid_steps=1: must be an integer >= 2"),
     ],
 )
 def test_start_up_refuses_what_conditioning_cannot_honour(overrides, fragment, tmp_path):
@@ -132,11 +134,31 @@ def test_conditioned_run_trains_exports_and_evaluates_a_front(tiny_cfg, tmp_path
     # Records keep the raw prompt; the policy read its end (cut to fit max_prompt_length=64 with the line).
     assert result["end"]["samples"][0]["prompt"].endswith(read[0].split("\n", 1)[1])
     saved = json.loads((run_dir / "final" / "conditioning.json").read_text())
-    assert saved == {"mode": "prompt", "concentration": 1.0, "corner_share": 0.2, "decimals": 2}
+    assert saved == {
+        "mode": "prompt",
+        "concentration": 1.0,
+        "corner_share": 0.2,
+        "decimals": 2,
+        "eval_grid_steps": 4,
+    }
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["pama"]["conditioning"] == saved
     final_eval = json.loads((run_dir / "eval.json").read_text())
     assert final_eval["algorithm"] == "pama_prompt" and final_eval["preference"] == [0.5, 0.5]
+
+    # Every validation also covered conditioning.eval_grid_steps=4's grid: hypervolume and controllability.
+    grid_eval = final_eval["preference_grid"]
+    assert grid_eval["preferences"] == [[0.25, 0.75], [0.5, 0.5], [0.75, 0.25]]
+    assert grid_eval["reference_point"] == [
+        result["start"]["rewards"][n]["mean"] for n in ("sentiment", "length")
+    ]
+    points, ref = grid_eval["rewards"], grid_eval["reference_point"]
+    assert grid_eval["hypervolume"] == pytest.approx(hypervolume(points, ref))
+    for i, name in enumerate(("sentiment", "length")):
+        rho = spearman([p[i] for p in grid_eval["preferences"]], [r[i] for r in points])
+        assert grid_eval["spearman"][name] == pytest.approx(rho, nan_ok=True)
+    header = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/conditioning/hypervolume", "val/conditioning/spearman/sentiment"} <= set(header)
 
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(tiny_cfg))

@@ -16,6 +16,7 @@ from pama_lit.core.preference import (
     simplex_corners,
     simplex_grid,
 )
+from pama_lit.fronts.metrics import spearman
 
 
 def test_corners_are_the_vertices_then_the_edge_midpoints():
@@ -124,3 +125,18 @@ def test_per_sample_preference_of_the_wrong_shape_is_refused():
         combine_pama_token(adv, torch.full((3, 2), 0.5))  # 3 rows for 4 samples
     with pytest.raises(ValueError, match="K = 2"):
         combine_pama_token(adv, torch.full((4, 3), 1 / 3))
+
+
+def test_spearman_named_cases_and_against_scipy():
+    assert spearman([0.25, 0.5, 0.75], [1.0, 2.0, 9.0]) == pytest.approx(1.0)
+    assert spearman([0.25, 0.5, 0.75], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [5, 5, 5]) != spearman([1, 2, 3], [5, 5, 5])  # NaN: constant, undefined
+    assert spearman([1], [2]) != spearman([1], [2])
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    for n in (3, 5, 20):
+        x = torch.randint(0, 4, (n,), generator=g).tolist()  # ties too
+        y = torch.randn(n, generator=g).tolist()
+        expected = stats.spearmanr(x, y).statistic
+        if expected == expected:  # scipy's NaN cases are ours too
+            assert spearman(x, y) == pytest.approx(expected)

@@ -209,6 +209,11 @@ def _check_conditioning(cfg: DictConfig, objectives: list[str]) -> None:
             f"conditioning.decimals={c.decimals}: must be at least {math.ceil(math.log10(len(objectives)))} for "
             f"{len(objectives)} objectives, so that every weight can be a positive multiple of 10^-decimals"
         )
+    if c.eval_grid_steps is not None and c.eval_grid_steps < len(objectives):
+        raise ConfigError(
+            f"conditioning.eval_grid_steps={c.eval_grid_steps}: must be an integer >= {len(objectives)} (the number "
+            "of objectives), so that every weight is a positive multiple of 1/steps, or null (off)"
+        )
     if cfg.algorithm.veto_threshold > 0:
         raise ConfigError(
             f"algorithm.veto_threshold={cfg.algorithm.veto_threshold} with conditioning={c.mode}: the threshold "

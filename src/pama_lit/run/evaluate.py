@@ -223,6 +223,7 @@ def evaluate(
         with open_dict(cfg):
             cfg.preference = points[0]
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
+    module.eval_grid = None  # the training-time grid: here each preference gets a result file of its own
     module.configure_model()
     if policy == "trained":
         load_final_weights(module, run_dir / "final")

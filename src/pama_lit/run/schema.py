@@ -187,6 +187,8 @@ class ConditioningConfig:
     concentration: float = key(num_rule(0, low_open=True))  # Dirichlet alpha of the per-prompt draws
     corner_share: float = key(UNIT)  # share of draws at the simplex's vertices and edge midpoints
     decimals: int = key(int_rule(1, 3))  # weights are multiples of 10^-decimals, written with this many
+    # Every validation also covers the simplex grid of positive multiples of 1/steps (null = off).
+    eval_grid_steps: int | None = key(int_rule(1, nullable=True, note="null = off"))
 
 
 @dataclass

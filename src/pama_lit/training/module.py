@@ -35,6 +35,7 @@ from pama_lit.core.preference import (
     quantize_preferences,
     resolve_preference,
     sample_preferences,
+    simplex_grid,
 )
 from pama_lit.infra import distributed
 from pama_lit.infra.checkpointing import capture_rng, restore_rng
@@ -122,9 +123,17 @@ class PamaModule(L.LightningModule):
         self.preference = resolve_preference(preference, self.objectives)
         self.conditioning = conditioning if conditioning is not None and conditioning.mode != "none" else None
         self.seed = seed
+        # Conditioned validation also evaluates a preference grid (None: off): (P,K) rows on the decimals grid.
+        self.eval_grid: torch.Tensor | None = None
+        # The hypervolume's reference point: the first validation's mean rewards (the reference policy's).
+        self.reference_point: list[float] | None = None
         if self.conditioning is not None:
             # The weights the prompt shows are the weights the policy is scored at.
-            self.preference = quantize_preferences(self.preference, 10**self.conditioning.decimals)
+            steps = 10**self.conditioning.decimals
+            self.preference = quantize_preferences(self.preference, steps)
+            if self.conditioning.eval_grid_steps is not None:
+                grid = torch.tensor(simplex_grid(len(self.objectives), self.conditioning.eval_grid_steps))
+                self.eval_grid = quantize_preferences(grid, steps)
         self.algo_cfg = algorithm
         self.ppo_cfg = ppo
         self.rollout_cfg = rollout
@@ -738,6 +747,10 @@ class PamaModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_records = []
         self._val_error: str | None = None
+        if self.eval_grid is not None:
+            # Per grid point: the sums of the finite raw scores (P,K) and their counts (P,).
+            self._grid_sums = torch.zeros(self.eval_grid.shape, dtype=torch.float64)
+            self._grid_counts = torch.zeros(len(self.eval_grid), dtype=torch.float64)
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         # Fixed sampling seed per batch: the same policy gives the same responses at every evaluation.
@@ -767,6 +780,60 @@ class PamaModule(L.LightningModule):
                     "length": int(rollout.lengths[b]),
                 }
             )
+        if self.eval_grid is not None:
+            self.validate_grid(batch["prompt"], batch_idx)
+
+    def validate_grid(self, prompts: list[str], batch_idx: int) -> None:
+        """Conditioned: sample and score the batch at every ``eval_grid`` preference, as validation does
+        at the run's (same seed), adding to the per-point sums of finite raw scores."""
+        for j, point in enumerate(self.eval_grid):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.eval_seed + batch_idx)
+                rollout, _ = self.sample_rollout(prompts, preferences=point.to(self.device))
+            try:
+                scores = score_rollout(
+                    self.raw_rewards, rollout, self.global_iteration, self.rewards_on_error
+                )
+            except RewardError as err:
+                if distributed.world_size() == 1:
+                    raise
+                self._val_error = self._val_error or str(err)
+                return
+            finite = torch.isfinite(scores).all(-1)
+            self._grid_sums[j] += scores[finite].double().sum(0).cpu()
+            self._grid_counts[j] += float(finite.sum())
+
+    def grid_metrics(self, summary: dict[str, Any]) -> dict[str, float]:
+        """``val/conditioning/*`` of the validation just finished, also kept in ``summary["preference_grid"]``.
+
+        The hypervolume of the grid's mean rewards against the reference point (the first validation's
+        mean rewards: the reference policy's, before training), and per objective the Spearman
+        correlation over the grid of its weight with its mean reward (controllability).
+        """
+        from pama_lit.fronts.metrics import spearman
+        from pama_lit.fronts.torch_metrics import HypervolumeMetric
+
+        parts = distributed.gather_objects((self._grid_sums, self._grid_counts))  # every rank's
+        sums, counts = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        means = sums / counts.clamp(min=1)[:, None]  # (P,K)
+        if self.reference_point is None:
+            self.reference_point = [summary["rewards"][name]["mean"] for name in self.objectives]
+        hv = HypervolumeMetric(self.reference_point, sync_on_compute=False)
+        hv.update(means)
+        grid = self.eval_grid.double()
+        rho = {
+            name: spearman(grid[:, i].numpy(), means[:, i].numpy()) for i, name in enumerate(self.objectives)
+        }
+        summary["preference_grid"] = {
+            "preferences": self.eval_grid.tolist(),
+            "rewards": means.tolist(),
+            "reference_point": list(self.reference_point),
+            "hypervolume": float(hv.compute()),
+            "spearman": rho,
+        }
+        metrics = {"val/conditioning/hypervolume": summary["preference_grid"]["hypervolume"]}
+        metrics.update({f"val/conditioning/spearman/{name}": value for name, value in rho.items()})
+        return metrics
 
     def on_validation_epoch_end(self) -> None:
         from pama_lit.run.results import summarise
@@ -782,6 +849,8 @@ class PamaModule(L.LightningModule):
         metrics["val/kl/ref"] = summary["kl_ref"]
         metrics["val/response_length"] = summary["response_length"]
         metrics.update({f"val/fluency/{name}": value for name, value in summary["fluency"].items()})
+        if self.eval_grid is not None and records:
+            metrics.update(self.grid_metrics(summary))
         self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
 
     # -------------------------------------------------------------------------------- checkpoints
@@ -794,6 +863,7 @@ class PamaModule(L.LightningModule):
             "algorithm": self.combiner.name,
             "preference": self.preference.tolist(),
             "conditioning": self.conditioning_state(),
+            "reference_point": self.reference_point,
             "kl_controller": self.kl_ctl.state_dict(),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
@@ -818,6 +888,7 @@ class PamaModule(L.LightningModule):
                 f"checkpoint conditioning {saved} differs from this run's {self.conditioning_state()}; "
                 "resume with the same conditioning= setting"
             )
+        self.reference_point = state.get("reference_point")
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self._load_normalizers(state.get("reward_normalizers", {}))
         self.skipped_steps = int(state.get("skipped_steps", 0))
