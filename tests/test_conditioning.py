@@ -95,6 +95,19 @@ def test_the_preference_changes_the_prompt_and_the_sampled_responses(tmp_path):
     assert a.prompts == prompts  # the rewards read the prompts as given, without the preference line
 
 
+@pytest.mark.parametrize("chat_template,max_len", [("true", 64), ("true", 80), ("false", 24), ("false", 40)])
+def test_an_over_long_prompt_loses_its_beginning_not_the_preference_line(chat_template, max_len, tmp_path):
+    overrides = [PROMPT, f"model.chat_template={chat_template}", f"model.max_prompt_length={max_len}"]
+    module = _module(overrides, tmp_path)
+    long = "one two three " * 40 + "the end"
+    (conditioned,) = module.condition_prompts([long], torch.tensor([0.25, 0.75]))
+    ids, mask = module.tokenize_prompts([conditioned])
+    read = module.tokenizer.decode(ids[0][mask[0]])
+    assert mask.sum() <= max_len
+    assert "[preference: sentiment 0.25, length 0.75]\n" in read and "the end" in read
+    assert "one two three " * 40 not in read  # the prompt's own beginning went instead
+
+
 def test_draws_depend_on_the_iteration_and_stay_on_the_grid(tmp_path):
     module = _module([PROMPT, "conditioning.corner_share=0.5"], tmp_path)
     first = module.draw_preferences(64)
