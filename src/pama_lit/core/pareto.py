@@ -71,12 +71,26 @@ def closed_form_min_norm(
 
 
 def _as_weights(preference: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The preference in ``like``'s dtype and device, shaped to broadcast against it.
+
+    (K,) applies to every row; (B,K) or (B,1,K), one preference per sample, becomes (B,1,...,1,K)
+    for (B,...,K) advantages, so that each sample's tokens use its own weights.
+    """
     preference = torch.as_tensor(preference, dtype=like.dtype, device=like.device)
-    if preference.shape != like.shape[-1:]:
+    k = like.shape[-1]
+    per_sample = preference.dim() >= 2 and preference.shape[0] == like.shape[0]
+    if preference.shape[-1:] != (k,) or (preference.dim() >= 2 and not per_sample):
         raise ValueError(
-            f"preference has shape {tuple(preference.shape)} but the advantages have "
-            f"{like.shape[-1]} objectives (last dim of {tuple(like.shape)})"
+            f"preference has shape {tuple(preference.shape)} but the advantages have {k} objectives (last dim "
+            f"of {tuple(like.shape)}): give (K,) weights, or one row per sample ((B,K) or (B,1,K)), with K = {k}"
         )
+    if per_sample:
+        if preference.numel() != like.shape[0] * k:
+            raise ValueError(
+                f"preference has shape {tuple(preference.shape)}: a per-sample preference is (B,K) or "
+                f"(B,1,K), here B = {like.shape[0]}, K = {k}"
+            )
+        preference = preference.reshape(like.shape[0], *([1] * (like.dim() - 2)), k)
     return preference
 
 
@@ -87,7 +101,9 @@ def scale_by_preference(
 
     Args:
         advantages: (..., K), e.g. (B,T,K).
-        preference: (K,) positive weights summing to 1; uniform weights leave ``advantages`` unchanged.
+        preference: (K,) positive weights summing to 1, or one such row per sample ((B,K) or
+            (B,1,K), for (B,...,K) advantages: conditioning); uniform weights leave ``advantages``
+            unchanged.
         active: optional (K,) bool. The preference is restricted to the active objectives and
             renormalised (w'_i = w_i / sum_active w), K becomes their number K', and the left-out
             objectives are scaled to 0: the scaling of PAMA over the active objectives alone.
@@ -97,11 +113,11 @@ def scale_by_preference(
     """
     w = _as_weights(preference, advantages)
     if active is None:
-        return advantages / (w.numel() * w)
+        return advantages / (w.shape[-1] * w)
     active = active.to(device=w.device, dtype=torch.bool)
     w = torch.where(active, w, 0)
     # K' w'_i = K' w_i / sum_active w; the clamps only matter when nothing is active (all scaled to 0).
-    scale = active.sum().clamp(min=1) * w / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+    scale = active.sum().clamp(min=1) * w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
     return torch.where(active, advantages / torch.where(active, scale, 1), 0)
 
 
@@ -115,7 +131,8 @@ def combine_pama_token(
 
     Args:
         advantages: (B,T,K) per-objective advantages (usually after Noon).
-        preference: (K,) positive weights summing to 1.
+        preference: (K,) positive weights summing to 1, or (B,K) / (B,1,K): each sample's own
+            (``conditioning``), the same as combining each row alone with its weights.
         active: optional (K,) bool: only these objectives take part (see ``scale_by_preference``); an
             excluded one never binds, and with none active the combined advantage is 0.
 

@@ -6,6 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 
@@ -137,3 +138,89 @@ def simplex_grid(k: int, steps: int) -> list[list[float]]:
         ]
 
     return [[part / steps for part in parts] for parts in compositions(steps, k)]
+
+
+def simplex_corners(k: int) -> torch.Tensor:
+    """The simplex's K vertices, then the midpoints of its K(K-1)/2 edges, in lexicographic order.
+
+    Returns:
+        (K + K(K-1)/2, K) float64 rows summing to 1 (one row, the single vertex, for K = 1).
+    """
+    eye = torch.eye(k, dtype=torch.float64)
+    edges = [(eye[i] + eye[j]) / 2 for i in range(k) for j in range(i + 1, k)]
+    return torch.cat([eye, torch.stack(edges)]) if edges else eye
+
+
+def sample_preferences(
+    n: int, k: int, concentration: float, corner_share: float, seed: Sequence[int]
+) -> torch.Tensor:
+    """Draw one preference per prompt: Dirichlet(concentration) or, with probability ``corner_share``,
+    a uniformly chosen vertex or edge midpoint of the simplex (``simplex_corners``).
+
+    The draws come from a generator of their own, seeded by ``seed`` alone (e.g. the run's seed, the
+    iteration and the rank): the same seed gives the same draws whatever ran before, so a resumed run
+    draws exactly what the interrupted one would have, each rank draws differently, and the draws
+    never consume the global random stream that sampling uses.
+
+    Args:
+        n: number of draws (rows).
+        k: number of objectives.
+        concentration: Dirichlet parameter alpha > 0, the same for every objective (1 = uniform on
+            the simplex; larger concentrates near the centre, smaller near the corners).
+        corner_share: probability in [0, 1] that a row is a corner instead of a Dirichlet draw.
+        seed: non-negative integers seeding the generator.
+
+    Returns:
+        (n, K) float64 rows on the simplex (corners hold zeros: ``quantize_preferences`` lifts them).
+    """
+    rng = np.random.default_rng([int(s) for s in seed])
+    dirichlet = rng.dirichlet(np.full(k, float(concentration)), size=n)
+    corners = simplex_corners(k).numpy()
+    pick = rng.integers(len(corners), size=n)
+    use_corner = rng.random(n) < corner_share
+    rows = np.where(use_corner[:, None], corners[pick], dirichlet)
+    return torch.from_numpy(rows)
+
+
+def quantize_preferences(weights: torch.Tensor, steps: int) -> torch.Tensor:
+    """Round preferences onto the simplex grid of ``simplex_grid(K, steps)``: positive multiples of 1/steps.
+
+    The nearest grid point in squared distance: largest remainder rounding of w * steps to integer
+    units summing to ``steps``, with every entry kept at one unit at least (PAMA divides by each
+    weight), the units that costs taken back from the entries that round down most cheaply. A grid
+    point stays as it is; a vertex becomes its nearest grid point, e.g. (0.99, 0.01) for steps=100.
+    Ties go to the lower index.
+
+    Args:
+        weights: (..., K) nonnegative rows summing to 1.
+        steps: grid resolution, >= K.
+
+    Returns:
+        (..., K) float32 rows, each a point of ``simplex_grid(K, steps)``.
+    """
+    k = weights.shape[-1]
+    if steps < k:
+        raise ValueError(f"quantize_preferences needs steps >= k, got k={k}, steps={steps}")
+    raw = weights.double() * steps
+    whole = raw.floor().clamp(min=1)
+    # One unit at a time, at most K - 1 of them: the floors miss fewer than K units, and the clamps
+    # add fewer than K. Giving to the largest remainder (taking from the smallest) is the cheapest move.
+    for _ in range(k):
+        left = steps - whole.sum(-1, keepdim=True)
+        rem = raw - whole
+        give = rem.argmax(-1, keepdim=True)
+        take = torch.where(whole > 1, rem, torch.inf).argmin(-1, keepdim=True)
+        delta = torch.zeros_like(whole).scatter_(-1, give, (left > 0).double())
+        whole = whole + delta.scatter_add_(-1, take, -(left < 0).double())
+    return (whole / steps).float()
+
+
+def preference_prefix(weights: Sequence[float], objectives: Sequence[str], decimals: int) -> str:
+    """The line ``conditioning=prompt`` writes before each prompt, e.g. ``[preference: sentiment 0.70, length 0.30]``.
+
+    Fixed width (every weight with ``decimals`` decimals): SmolLM2's tokenizer splits numbers into
+    single digits, so every preference takes the same number of tokens and nearby preferences differ
+    in a trailing digit (docs/conditioning.md has the measurement).
+    """
+    parts = ", ".join(f"{name} {float(w):.{decimals}f}" for name, w in zip(objectives, weights, strict=True))
+    return f"[preference: {parts}]\n"

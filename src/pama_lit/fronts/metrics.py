@@ -158,3 +158,33 @@ def spacing(points: Any) -> float:
     np.fill_diagonal(distances, np.inf)
     nearest = distances.min(axis=1)
     return float(np.sqrt(((nearest - nearest.mean()) ** 2).sum() / (n - 1)))
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation of two equally long sequences: Pearson's correlation of their ranks.
+
+    Tied values share their average rank. Used as the controllability of a conditioned policy: over
+    a preference grid, the correlation of an objective's weight with the reward achieved for it.
+
+    Returns:
+        The correlation in [-1, 1], or NaN when either sequence is constant or has fewer than two
+        values, where it is undefined.
+    """
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"spearman needs two 1-D sequences of one length, got shapes {a.shape} and {b.shape}"
+        )
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for value in np.unique(v):  # ties: their average rank
+            tied = v == value
+            r[tied] = r[tied].mean()
+        return r
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])

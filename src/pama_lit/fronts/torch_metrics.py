@@ -4,8 +4,8 @@ Kept apart from `metrics` because importing torchmetrics takes seconds, which th
 command and the notebook do not need. Conventions (maximisation, reference point) are those of
 `pama_lit.fronts.metrics`.
 
-Nothing in training uses these yet: they are kept for live front logging during training (issue 11),
-which will accumulate each validation's per-objective scores and log the hypervolume and IGD+.
+A conditioned run's validation (``conditioning.eval_grid_steps``) logs ``HypervolumeMetric`` of its
+preference grid's mean rewards (``val/conditioning/hypervolume``); nothing uses ``IGDPlusMetric`` yet.
 """
 
 from __future__ import annotations

@@ -86,8 +86,9 @@ class RankConsistency(L.Callback):
 
 
 def run_metadata(trainer, pl_module, policy: str = "trained") -> dict:
-    """The run's identity in result files: algorithm, objectives, preference, iteration."""
-    return {
+    """The run's identity in result files: algorithm, objectives, preference, iteration; conditioned
+    runs add ``conditioning`` and an algorithm label ending in its mode (``pama_prompt``)."""
+    meta = {
         "run_dir": str(Path(trainer.default_root_dir).resolve()),
         "algorithm": pl_module.combiner.label,
         "objectives": list(pl_module.objectives),
@@ -96,3 +97,8 @@ def run_metadata(trainer, pl_module, policy: str = "trained") -> dict:
         "iteration": pl_module.global_iteration,
         "seed": pl_module.eval_seed,
     }
+    if pl_module.conditioning is not None:
+        # A conditioned policy's points form a front of their own, apart from a per-preference sweep's.
+        meta["algorithm"] += f"_{pl_module.conditioning.mode}"
+        meta["conditioning"] = pl_module.conditioning_state()
+    return meta

@@ -8,6 +8,7 @@ that relate several keys (a minibatch count that divides the batch, a veto thres
 
 from __future__ import annotations
 
+import math
 import re
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -149,6 +150,7 @@ def validate_config(cfg: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     _check_exclusion(cfg.algorithm, preference)
+    _check_conditioning(cfg, objectives)
     _check_objectives(cfg)
     _check_kl(cfg)
     _check_trainer(cfg)
@@ -171,6 +173,51 @@ def _check_exclusion(algorithm: DictConfig, preference) -> None:
         raise ConfigError(
             f"algorithm.veto_threshold={threshold}: must be a number in [0, {top:.4g}] (0 = off; at most the "
             "largest preference weight, or every objective would be left out of the combine)"
+        )
+
+
+CONDITIONING_MODES = ("none", "prompt")
+# The algorithms whose update can use each sample's own preference: PAMA's per-token closed form
+# (A_i / (K w_i) per row) and MORLHF's per-sample scalarisation sum_i w_i R_i.
+CONDITIONED_ALGORITHMS = ("pama", "morlhf")
+
+
+def _check_conditioning(cfg: DictConfig, objectives: list[str]) -> None:
+    """``conditioning``: a known mode; a conditioned run trains an algorithm that honours per-sample preferences."""
+    c = cfg.conditioning
+    if c.mode not in CONDITIONING_MODES:
+        raise ConfigError(
+            f"conditioning.mode={_shown(c.mode)}: must be one of {', '.join(CONDITIONING_MODES)}"
+        )
+    if c.mode == "none":
+        return
+    name = cfg.algorithm.name
+    if name not in CONDITIONED_ALGORITHMS:
+        raise ConfigError(
+            f"conditioning={c.mode} with algorithm={name}: a conditioned run gives each sample its own "
+            f"preference, which only {', '.join(CONDITIONED_ALGORITHMS)} use in their update (pama_batch shares "
+            "one set of weights per minibatch, mgda_ub and mgda one min-norm solve, noon_ppo has one objective); "
+            "use conditioning=none with this algorithm"
+        )
+    if len(objectives) < 2:
+        raise ConfigError(
+            f"conditioning={c.mode} with one objective ({objectives[0]}): there is no trade-off to condition on; "
+            "use conditioning=none"
+        )
+    if 10**c.decimals < len(objectives):
+        raise ConfigError(
+            f"conditioning.decimals={c.decimals}: must be at least {math.ceil(math.log10(len(objectives)))} for "
+            f"{len(objectives)} objectives, so that every weight can be a positive multiple of 10^-decimals"
+        )
+    if c.eval_grid_steps is not None and c.eval_grid_steps < len(objectives):
+        raise ConfigError(
+            f"conditioning.eval_grid_steps={c.eval_grid_steps}: must be an integer >= {len(objectives)} (the number "
+            "of objectives), so that every weight is a positive multiple of 1/steps, or null (off)"
+        )
+    if cfg.algorithm.veto_threshold > 0:
+        raise ConfigError(
+            f"algorithm.veto_threshold={cfg.algorithm.veto_threshold} with conditioning={c.mode}: the threshold "
+            "leaves objectives out by the run's one preference, and each sample has its own here; use 0"
         )
 
 

@@ -2,6 +2,11 @@
 
 ``python evaluate.py run_dir=outputs/... [policy=reference] [num_prompts=128] [seed=7]``
 
+A conditioned run (``conditioning=prompt``) is one policy for every preference:
+``preference=[0.7,0.3]`` evaluates it at that preference (written into every prompt) and
+``preference_grid.steps=S`` at every point of the simplex grid, each into
+``<run_dir>/preferences/<weights>/eval.json``, which ``pama_lit.fronts`` reads as one point each.
+
 The run's own composed config (``<run_dir>/.hydra/config.yaml``) rebuilds the same model, rewards
 and prompts; the exported adapter (or full model) and value heads in ``<run_dir>/final`` are loaded
 on top. Sampling uses a fixed seed, so the same policy always gives the same responses.
@@ -9,6 +14,7 @@ on top. Sampling uses a fixed seed, so the same policy always gives the same res
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -16,8 +22,9 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from pama_lit.core.preference import quantize_preferences, resolve_preference, simplex_grid
 from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import (
     CheckpointError,
@@ -119,13 +126,30 @@ def log_dir(_root_: DictConfig) -> str:
     return str(Path(tempfile.gettempdir()) / "pama_lit-evaluate")
 
 
+def conditioning_of(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    """The conditioning the run's policy was trained with: ``final/conditioning.json`` (written with the
+    exported weights), else the saved config's section, else none (runs from before conditioning)."""
+    path = run_dir / "final" / "conditioning.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    section = cfg.get("conditioning")
+    return OmegaConf.to_container(section, resolve=True) if section is not None else {"mode": "none"}
+
+
+def preference_folder(run_dir: Path, weights: list[float]) -> Path:
+    """``<run_dir>/preferences/<w_1>-<w_2>-...``: where one preference's result file goes."""
+    return run_dir / "preferences" / "-".join(f"{w:.4g}" for w in weights)
+
+
 def evaluate(
     run_dir: str | Path,
     policy: str = "trained",
     num_prompts: int | None = None,
     seed: int | None = None,
     output: str | Path | None = None,
-) -> dict[str, Any]:
+    preference: Any = None,
+    grid_steps: int | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
     """Sample on the run's held-out prompts, score every objective, write and return the result.
 
     Args:
@@ -135,13 +159,50 @@ def evaluate(
             the first prompts of the split's shuffle: fewer are a subset of the run's held-out
             prompts, more add prompts the run trained on (a warning says so).
         seed: sampling seed (default: the run's ``eval.seed``).
-        output: result file (default ``<run_dir>/eval.json`` or ``<run_dir>/reference/eval.json``).
+        output: result file (default ``<run_dir>/eval.json`` or ``<run_dir>/reference/eval.json``;
+            with ``preference``, ``<run_dir>/preferences/<weights>/eval.json``).
+        preference: a conditioned run only: the preference written into the prompts (a list in
+            objective order, or a mapping by objective id), instead of the run's own.
+        grid_steps: a conditioned run only: evaluate every point of ``simplex_grid(K, grid_steps)``,
+            one result file each in ``<run_dir>/preferences/<weights>/eval.json``.
+
+    Returns:
+        the result record, or with ``grid_steps`` the list of records, one per grid point.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy={policy!r} is not one of {', '.join(POLICIES)}")
     run_dir = Path(run_dir).resolve()
     cfg = load_run_config(run_dir)
+    conditioning = conditioning_of(run_dir, cfg)
+    objectives = list(cfg.objective.rewards)
+    points = None
+    if preference is not None or grid_steps is not None:
+        if conditioning["mode"] == "none":
+            raise ValueError(
+                f"preference= and preference_grid.steps= evaluate a conditioned run (conditioning=prompt); the run "
+                f"in {run_dir} trained one policy for preference {list(cfg.preference or [])} (null = uniform): "
+                "evaluate it without them"
+            )
+        if preference is not None and grid_steps is not None:
+            raise ValueError("give either preference= or preference_grid.steps=, not both")
+        if grid_steps is not None and output is not None:
+            raise ValueError(
+                "output= names one file; with preference_grid.steps each preference's result goes to "
+                f"{run_dir}/preferences/<weights>/eval.json"
+            )
+        if grid_steps is not None:
+            if grid_steps < len(objectives):
+                raise ValueError(
+                    f"preference_grid.steps={grid_steps}: must be an integer >= {len(objectives)} (the number of "
+                    "objectives), so that every weight is a positive multiple of 1/steps"
+                )
+            points = simplex_grid(len(objectives), grid_steps)
+        else:
+            if isinstance(preference, DictConfig | ListConfig):
+                preference = OmegaConf.to_container(preference, resolve=True)
+            points = [resolve_preference(preference, objectives).tolist()]
     with open_dict(cfg):
+        cfg.conditioning = conditioning
         if num_prompts is not None:
             if int(num_prompts) > cfg.data.val_size:
                 log.warning(
@@ -158,7 +219,11 @@ def evaluate(
         )
     if policy == "trained":  # before the model loads
         check_final(run_dir / "final", cfg.model.lora.enabled)
+    if points is not None:
+        with open_dict(cfg):
+            cfg.preference = points[0]
     module = build_module(cfg, build_rewards(cfg.objective.rewards))
+    module.eval_grid = None  # the training-time grid: here each preference gets a result file of its own
     module.configure_model()
     if policy == "trained":
         load_final_weights(module, run_dir / "final")
@@ -170,15 +235,32 @@ def evaluate(
         enable_checkpointing=False,
         default_root_dir=str(run_dir),
     )
+    datamodule = instantiate(cfg.data)
+    default = run_dir / ("eval.json" if policy == "trained" else "reference/eval.json")
+    if points is None:
+        return _evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, Path(output or default))
+    records = []
+    for point in points:
+        # The module writes its preference into every validation prompt, on its decimals grid.
+        module.preference = quantize_preferences(
+            resolve_preference(point, objectives), 10**module.conditioning.decimals
+        )
+        folder = preference_folder(run_dir, module.preference.tolist())
+        default = folder / ("eval.json" if policy == "trained" else "reference/eval.json")
+        path = Path(output) if output else default
+        records.append(_evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, path))
+    return records if grid_steps is not None else records[0]
+
+
+def _evaluate_one(trainer, module, datamodule, cfg, run_dir: Path, policy: str, path: Path) -> dict[str, Any]:
+    """Validate ``module`` at its preference and write the result file ``path``."""
     # A freshly built policy is the reference: LoRA's B matrices start at zero, and without LoRA
     # the weights are the base model's until the exported ones are loaded.
-    trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
     meta = run_metadata(trainer, module, policy)
     meta["run_dir"] = str(run_dir)
     meta["iteration"] = cfg.iterations if policy == "trained" else 0
     record = eval_record(module.last_eval, **meta)
-    default = run_dir / ("eval.json" if policy == "trained" else "reference/eval.json")
-    path = Path(output) if output else default
     write_json_atomic(path, record)
     log.info("Wrote %s", path)
     return record

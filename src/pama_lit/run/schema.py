@@ -180,6 +180,18 @@ class PreferenceGridConfig:
 
 
 @dataclass
+class ConditioningConfig:
+    """``conditioning``: one policy for every preference (docs/conditioning.md; values: each conf/conditioning option)."""
+
+    mode: str = key()  # none | prompt (checked in run.config)
+    concentration: float = key(num_rule(0, low_open=True))  # Dirichlet alpha of the per-prompt draws
+    corner_share: float = key(UNIT)  # share of draws at the simplex's vertices and edge midpoints
+    decimals: int = key(int_rule(1, 3))  # weights are multiples of 10^-decimals, written with this many
+    # Every validation also covers the simplex grid of positive multiples of 1/steps (null = off).
+    eval_grid_steps: int | None = key(int_rule(1, nullable=True, note="null = off"))
+
+
+@dataclass
 class LoraConfig:
     """``model.lora``: LoRA adapters (values: each conf/model option)."""
 
@@ -229,6 +241,7 @@ class TrainConfig:
     iterations: int = key(int_rule(1))  # PPO iterations
     preference: Any = key()  # K positive weights (a list, or a mapping by objective id); null = uniform
     preference_grid: PreferenceGridConfig = field(default_factory=PreferenceGridConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     ckpt_path: str | None = key()  # resume from a checkpoint; "last" = <output_dir>/checkpoints/last.ckpt
     rewards_on_error: str = key()  # raise | skip (checked in run.config)
     reward: RewardConfig = field(default_factory=RewardConfig)

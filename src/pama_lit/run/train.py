@@ -26,6 +26,7 @@ from pama_lit.run.preflight import preflight
 from pama_lit.run.results import eval_record
 from pama_lit.run.schema import (
     AlgorithmConfig,
+    ConditioningConfig,
     DiagnosticsConfig,
     EvalConfig,
     ModelConfig,
@@ -166,7 +167,18 @@ def build_module(cfg: DictConfig, rewards: dict) -> PamaModule:
         rewards_on_error=cfg.rewards_on_error,
         diagnostics=typed(DiagnosticsConfig, cfg.diagnostics),
         preference=cfg.preference,
+        conditioning=conditioning_config(cfg),
+        seed=cfg.seed,
     )
+
+
+def conditioning_config(cfg: DictConfig) -> ConditioningConfig | None:
+    """The run's conditioning, or None for ``mode: none`` (also a run saved before conditioning existed,
+    or a ``final/conditioning.json`` of an unconditioned run, which records the mode alone)."""
+    section = cfg.get("conditioning")
+    if section is None or section.get("mode") == "none":
+        return None
+    return typed(ConditioningConfig, section)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -246,6 +258,8 @@ def export(module: PamaModule, folder: Path) -> None:
         {"state_dict": module.policy.value_head.state_dict(), "objectives": module.trained_objectives},
         folder / "value_heads.pt",
     )
+    # What rebuilds the conditioned policy's prompts (evaluate.py reads it; {"mode": "none"} otherwise).
+    write_json_atomic(folder / "conditioning.json", module.conditioning_state())
 
 
 def print_summary(objectives: list[str], start: dict | None, end: dict | None, output_dir: Path) -> None:

@@ -69,11 +69,13 @@ class Combiner:
         return list(objectives)
 
     def trained_scores(self, scores: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
-        """Map (B,K) scores of the configured objectives to (B,K') scores of the trained ones."""
+        """Map (B,K) scores of the configured objectives to (B,K') scores of the trained ones; ``preference``
+        is (K,), or (B,K), each sample's own (conditioning: MORLHF then scalarises each row by its own)."""
         return scores
 
     def trained_preference(self, preference: torch.Tensor) -> torch.Tensor:
-        """(K',) preference over the trained objectives, the one the combine step sees."""
+        """(K',) preference over the trained objectives, the one the combine step sees ((B,K') from (B,K):
+        one per sample, under conditioning)."""
         return preference
 
 
@@ -138,7 +140,7 @@ class Morlhf(AdvantageCombiner):
         return (scores * preference).sum(-1, keepdim=True)
 
     def trained_preference(self, preference):
-        return preference.new_ones(1)
+        return preference.new_ones(*preference.shape[:-1], 1)  # (1,), or (B,1) per sample
 
     def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         return advantages[..., 0], preference.new_ones(1)

@@ -30,7 +30,13 @@ from pama_lit.core import ops
 from pama_lit.core.kl_control import build_kl_controller
 from pama_lit.core.losses import policy_loss, value_loss
 from pama_lit.core.pareto import combine_stats
-from pama_lit.core.preference import resolve_preference
+from pama_lit.core.preference import (
+    preference_prefix,
+    quantize_preferences,
+    resolve_preference,
+    sample_preferences,
+    simplex_grid,
+)
 from pama_lit.infra import distributed
 from pama_lit.infra.checkpointing import capture_rng, restore_rng
 from pama_lit.models.policy import PolicyWithValueHeads
@@ -38,6 +44,7 @@ from pama_lit.rewards import Normalized, Reward
 from pama_lit.run.config import check_context_window
 from pama_lit.run.schema import (
     AlgorithmConfig,
+    ConditioningConfig,
     DiagnosticsConfig,
     EvalConfig,
     ModelConfig,
@@ -76,7 +83,12 @@ class PamaModule(L.LightningModule):
             such samples out of the update and counts them in ``train/skipped_samples``.
         diagnostics: ``every_n_iterations``: measure Pareto stationarity (``train/diag/*``) on the
             iterations that divide by it; 0 = never.
-        preference: K positive weights in objective order, or None for uniform.
+        preference: K positive weights in objective order, or None for uniform. Conditioned: the
+            preference of every validation (written into its prompts), rounded onto the grid.
+        conditioning: ``mode`` none (None too) or prompt: every training prompt gets its own
+            preference, drawn each iteration (``draw_preferences``) and written before it
+            (``condition_prompts``); the combine uses each sample's own (docs/conditioning.md).
+        seed: the run's seed; conditioned draws are seeded by it, the iteration and the rank.
     """
 
     # The combiners this module's minibatch_backward can train with.
@@ -97,6 +109,8 @@ class PamaModule(L.LightningModule):
         rewards_on_error: str,
         diagnostics: DiagnosticsConfig,
         preference: list[float] | None = None,
+        conditioning: ConditioningConfig | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -107,6 +121,19 @@ class PamaModule(L.LightningModule):
         # Validation scores raw rewards (reward.normalize only shapes training): comparable across runs.
         self.raw_rewards = {k: r.reward if isinstance(r, Normalized) else r for k, r in self.rewards.items()}
         self.preference = resolve_preference(preference, self.objectives)
+        self.conditioning = conditioning if conditioning is not None and conditioning.mode != "none" else None
+        self.seed = seed
+        # Conditioned validation also evaluates a preference grid (None: off): (P,K) rows on the decimals grid.
+        self.eval_grid: torch.Tensor | None = None
+        # The hypervolume's reference point: the first validation's mean rewards (the reference policy's).
+        self.reference_point: list[float] | None = None
+        if self.conditioning is not None:
+            # The weights the prompt shows are the weights the policy is scored at.
+            steps = 10**self.conditioning.decimals
+            self.preference = quantize_preferences(self.preference, steps)
+            if self.conditioning.eval_grid_steps is not None:
+                grid = torch.tensor(simplex_grid(len(self.objectives), self.conditioning.eval_grid_steps))
+                self.eval_grid = quantize_preferences(grid, steps)
         self.algo_cfg = algorithm
         self.ppo_cfg = ppo
         self.rollout_cfg = rollout
@@ -194,18 +221,23 @@ class PamaModule(L.LightningModule):
         timer = PhaseTimer()
         with timer("rollout"):
             # forward: the rollout's policy forward with its graph when fused_forward, else None.
-            rollout, forward = self.sample_rollout(batch["prompt"], keep_graph=self.fused_forward)  # 1
+            # Conditioned: each prompt's own preference (B,K), written into its prompt; else the run's (K,).
+            preference = self.draw_preferences(len(batch["prompt"])) if self.conditioning else self.preference
+            rollout, forward = self.sample_rollout(
+                batch["prompt"], keep_graph=self.fused_forward, preferences=preference
+            )  # 1
         with timer("score"):
             rollout, scores = self.score(rollout)  # 2: (B,K)
         with timer("advantages"):
+            preference = preference.to(scores)
             active = self.active_objectives(scores, rollout)  # (K,) bool
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
-            trained_scores = self.combiner.trained_scores(scores, self.preference.to(scores))  # (B,K')
+            trained_scores = self.combiner.trained_scores(scores, preference)  # (B,K')
             rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
         diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward)  # 5
+            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward, preference)  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
         stats["value/explained_var"] = ops.explained_variance(
@@ -295,8 +327,48 @@ class PamaModule(L.LightningModule):
         """Iterations completed so far: the 0-based index of the one running in ``training_step``."""
         return self.completed_iterations
 
+    def draw_preferences(self, n: int) -> torch.Tensor:
+        """(n,K) float32: this iteration's preferences for this rank's n prompts, on the
+        ``conditioning.decimals`` grid. Seeded by (seed, iteration, rank), so a resumed run draws
+        what the interrupted one would have."""
+        c = self.conditioning
+        seed = [self.seed, self.global_iteration, distributed.rank()]
+        draws = sample_preferences(n, len(self.objectives), c.concentration, c.corner_share, seed)
+        return quantize_preferences(draws, 10**c.decimals).to(self.device)
+
+    def condition_prompts(self, prompts: list[str], preferences: torch.Tensor | None) -> list[str]:
+        """The prompts the policy reads: conditioned, each behind its preference's line
+        (``preference_prefix``; a (K,) preference, or None for the run's, applies to all); else as given."""
+        if self.conditioning is None:
+            return list(prompts)
+        rows = (self.preference if preferences is None else preferences).expand(len(prompts), -1).tolist()
+        digits = self.conditioning.decimals
+        lines = [preference_prefix(w, self.objectives, digits) for w in rows]
+        return [line + self.fit_prompt(line, p) for line, p in zip(lines, prompts, strict=True)]
+
+    def fit_prompt(self, line: str, prompt: str) -> str:
+        """``prompt``, cut from the left so that ``line + prompt`` fits ``model.max_prompt_length``.
+
+        Tokenization cuts over-long queries from the left, which would drop the preference line
+        first; the prompt's own beginning goes instead (the usual warning says when).
+        """
+        tok, max_len = self.tokenizer, self.model_cfg.max_prompt_length
+        for _ in range(4):  # a decoded cut can re-encode a token longer; a few rounds settle it
+            texts, add_special = self.query_texts([line + prompt])
+            excess = len(tok(texts[0], add_special_tokens=add_special).input_ids) - max_len
+            if excess <= 0:
+                break
+            self.warn_truncation(max_len)
+            ids = tok(prompt, add_special_tokens=False).input_ids
+            prompt = tok.decode(ids[min(excess, len(ids)) :])
+        return prompt
+
     def sample_rollout(
-        self, prompts: list[str], do_sample: bool = True, keep_graph: bool = False
+        self,
+        prompts: list[str],
+        do_sample: bool = True,
+        keep_graph: bool = False,
+        preferences: torch.Tensor | None = None,
     ) -> tuple[Rollout, PolicyForward | None]:
         """Phase 1: sample and record pi_old, pi_ref log-probabilities and values, all without grad.
 
@@ -305,12 +377,16 @@ class PamaModule(L.LightningModule):
         a forward of its own: pi_old is exactly the policy being updated, so the ratio is 1, as it
         would be after a second, identical forward.
 
+        Conditioned, the policy reads each prompt behind its preference (``condition_prompts``;
+        ``preferences`` (B,K), (K,) or None for the run's); the rollout keeps the prompts as given,
+        which is what the rewards read.
+
         Returns:
             the rollout, and the policy forward with its graph (``keep_graph``) or None.
         """
         cfg = self.rollout_cfg
         with torch.no_grad():
-            queries, query_mask = self.tokenize_prompts(prompts)
+            queries, query_mask = self.tokenize_prompts(self.condition_prompts(prompts, preferences))
             responses = self.policy.generate(
                 queries,
                 query_mask,
@@ -357,8 +433,9 @@ class PamaModule(L.LightningModule):
         )
         return rollout, forward
 
-    def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
+    def query_texts(self, prompts: list[str]) -> tuple[list[str], bool]:
+        """The texts the policy reads (through the chat template when the model has one), and whether
+        tokenizing them adds the special tokens."""
         tok = self.tokenizer
         if self.model_cfg.chat_template and getattr(tok, "chat_template", None):
             texts = [
@@ -367,9 +444,20 @@ class PamaModule(L.LightningModule):
                 )
                 for p in prompts
             ]
-            add_special = False
-        else:
-            texts, add_special = list(prompts), True
+            return texts, False
+        return list(prompts), True
+
+    def warn_truncation(self, max_len: int) -> None:
+        if not getattr(self, "_warned_truncation", False):
+            log.warning(
+                "Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len
+            )
+            self._warned_truncation = True
+
+    def tokenize_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B,Tq) query ids and mask, through the chat template when the model has one."""
+        tok = self.tokenizer
+        texts, add_special = self.query_texts(prompts)
         max_len = self.model_cfg.max_prompt_length
         enc = tok(
             texts,
@@ -379,11 +467,8 @@ class PamaModule(L.LightningModule):
             max_length=max_len,
             add_special_tokens=add_special,
         )
-        if enc.attention_mask.sum(-1).max() >= max_len and not getattr(self, "_warned_truncation", False):
-            log.warning(
-                "Prompts longer than model.max_prompt_length=%d tokens are cut from the left", max_len
-            )
-            self._warned_truncation = True
+        if enc.attention_mask.sum(-1).max() >= max_len:
+            self.warn_truncation(max_len)
         return enc.input_ids.to(self.device), enc.attention_mask.to(self.device).bool()
 
     def compute_advantages(
@@ -467,6 +552,7 @@ class PamaModule(L.LightningModule):
         active: torch.Tensor,
         timer: PhaseTimer,
         forward: PolicyForward | None = None,
+        preference: torch.Tensor | None = None,
     ) -> dict:
         """Phase 5: PPO epochs over shuffled minibatches with the combine step in each.
 
@@ -478,20 +564,24 @@ class PamaModule(L.LightningModule):
             timer: accumulates the minibatches' phases.
             forward: the rollout's policy forward with its graph (``fused_forward``), which the first
                 minibatch, then the only one, differentiates instead of running a forward.
+            preference: (K,) the run's preference (None: ``self.preference``), or (B,K) each
+                sample's own (conditioning).
         """
         cfg = self.ppo_cfg
         opt = self.optimizers()
         batch_size = rollout.responses.shape[0]
         mb_size = batch_size // cfg.num_minibatches
-        pref = self.combiner.trained_preference(self.preference.to(advantages))
+        preference = self.preference if preference is None else preference
+        pref = self.combiner.trained_preference(preference.to(advantages))  # (K',) or (B,K')
         acc: dict[str, list[torch.Tensor]] = {}
         for _ in range(cfg.epochs):
             for idx in torch.randperm(batch_size, device=self.device).split(mb_size):
                 opt.zero_grad(set_to_none=True)
                 minibatch_forward = forward.rows(idx) if forward is not None else None
                 forward = None  # its graph is freed by the backward: good for one minibatch only
+                rows_pref = pref[idx] if pref.dim() == 2 else pref
                 loss, stats = self.minibatch_backward(
-                    rollout, advantages, returns, idx, pref, active, timer, minibatch_forward
+                    rollout, advantages, returns, idx, rows_pref, active, timer, minibatch_forward
                 )
                 stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
                 for k, v in stats.items():
@@ -513,7 +603,7 @@ class PamaModule(L.LightningModule):
 
         Args:
             idx: (M,) the minibatch's rows.
-            pref: (K',) preference over the trained objectives.
+            pref: (K',) preference over the trained objectives, or (M,K') the rows' own (conditioning).
             forward: the rows' policy forward with grad, or None to run one.
             (the others as in ``ppo_update``.)
 
@@ -657,6 +747,10 @@ class PamaModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_records = []
         self._val_error: str | None = None
+        if self.eval_grid is not None:
+            # Per grid point: the sums of the finite raw scores (P,K) and their counts (P,).
+            self._grid_sums = torch.zeros(self.eval_grid.shape, dtype=torch.float64)
+            self._grid_counts = torch.zeros(len(self.eval_grid), dtype=torch.float64)
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         # Fixed sampling seed per batch: the same policy gives the same responses at every evaluation.
@@ -686,6 +780,60 @@ class PamaModule(L.LightningModule):
                     "length": int(rollout.lengths[b]),
                 }
             )
+        if self.eval_grid is not None:
+            self.validate_grid(batch["prompt"], batch_idx)
+
+    def validate_grid(self, prompts: list[str], batch_idx: int) -> None:
+        """Conditioned: sample and score the batch at every ``eval_grid`` preference, as validation does
+        at the run's (same seed), adding to the per-point sums of finite raw scores."""
+        for j, point in enumerate(self.eval_grid):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.eval_seed + batch_idx)
+                rollout, _ = self.sample_rollout(prompts, preferences=point.to(self.device))
+            try:
+                scores = score_rollout(
+                    self.raw_rewards, rollout, self.global_iteration, self.rewards_on_error
+                )
+            except RewardError as err:
+                if distributed.world_size() == 1:
+                    raise
+                self._val_error = self._val_error or str(err)
+                return
+            finite = torch.isfinite(scores).all(-1)
+            self._grid_sums[j] += scores[finite].double().sum(0).cpu()
+            self._grid_counts[j] += float(finite.sum())
+
+    def grid_metrics(self, summary: dict[str, Any]) -> dict[str, float]:
+        """``val/conditioning/*`` of the validation just finished, also kept in ``summary["preference_grid"]``.
+
+        The hypervolume of the grid's mean rewards against the reference point (the first validation's
+        mean rewards: the reference policy's, before training), and per objective the Spearman
+        correlation over the grid of its weight with its mean reward (controllability).
+        """
+        from pama_lit.fronts.metrics import spearman
+        from pama_lit.fronts.torch_metrics import HypervolumeMetric
+
+        parts = distributed.gather_objects((self._grid_sums, self._grid_counts))  # every rank's
+        sums, counts = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        means = sums / counts.clamp(min=1)[:, None]  # (P,K)
+        if self.reference_point is None:
+            self.reference_point = [summary["rewards"][name]["mean"] for name in self.objectives]
+        hv = HypervolumeMetric(self.reference_point, sync_on_compute=False)
+        hv.update(means)
+        grid = self.eval_grid.double()
+        rho = {
+            name: spearman(grid[:, i].numpy(), means[:, i].numpy()) for i, name in enumerate(self.objectives)
+        }
+        summary["preference_grid"] = {
+            "preferences": self.eval_grid.tolist(),
+            "rewards": means.tolist(),
+            "reference_point": list(self.reference_point),
+            "hypervolume": float(hv.compute()),
+            "spearman": rho,
+        }
+        metrics = {"val/conditioning/hypervolume": summary["preference_grid"]["hypervolume"]}
+        metrics.update({f"val/conditioning/spearman/{name}": value for name, value in rho.items()})
+        return metrics
 
     def on_validation_epoch_end(self) -> None:
         from pama_lit.run.results import summarise
@@ -701,6 +849,8 @@ class PamaModule(L.LightningModule):
         metrics["val/kl/ref"] = summary["kl_ref"]
         metrics["val/response_length"] = summary["response_length"]
         metrics.update({f"val/fluency/{name}": value for name, value in summary["fluency"].items()})
+        if self.eval_grid is not None and records:
+            metrics.update(self.grid_metrics(summary))
         self.log_dict(metrics, sync_dist=False, batch_size=max(1, len(records)))
 
     # -------------------------------------------------------------------------------- checkpoints
@@ -712,6 +862,8 @@ class PamaModule(L.LightningModule):
             "objectives": self.objectives,
             "algorithm": self.combiner.name,
             "preference": self.preference.tolist(),
+            "conditioning": self.conditioning_state(),
+            "reference_point": self.reference_point,
             "kl_controller": self.kl_ctl.state_dict(),
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,
@@ -730,6 +882,13 @@ class PamaModule(L.LightningModule):
                 f"checkpoint objectives {state['objectives']} differ from this run's {self.objectives}; "
                 "resume with the same objective= setting"
             )
+        saved = state.get("conditioning", {"mode": "none"})  # checkpoints from before conditioning
+        if saved != self.conditioning_state():
+            raise ValueError(
+                f"checkpoint conditioning {saved} differs from this run's {self.conditioning_state()}; "
+                "resume with the same conditioning= setting"
+            )
+        self.reference_point = state.get("reference_point")
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self._load_normalizers(state.get("reward_normalizers", {}))
         self.skipped_steps = int(state.get("skipped_steps", 0))
@@ -749,6 +908,10 @@ class PamaModule(L.LightningModule):
             )  # fmt: skip
             restore_rng(states[0])
             distributed.decorrelate_rng()
+
+    def conditioning_state(self) -> dict[str, Any]:
+        """The conditioning as checkpoints and ``final/conditioning.json`` record it."""
+        return {"mode": "none"} if self.conditioning is None else dataclasses.asdict(self.conditioning)
 
     def _normalizers_state(self) -> dict[str, dict]:
         return {k: r.state_dict() for k, r in self.rewards.items() if isinstance(r, Normalized)}
