@@ -696,27 +696,25 @@ class PamaModule(L.LightningModule):
         m: dict[str, Any] = {}
         for i, name in enumerate(self.objectives):
             m[f"train/reward/{name}"] = ops.masked_mean(scores[:, i], rollout.response_mask.any(-1))
+        # Per-objective stats: key -> (metric prefix, the objectives its entries belong to).
+        trained, scored = self.trained_objectives, self.objectives
+        per_objective = {
+            "loss/value_heads": ("loss/value", trained),
+            "pareto/binding": ("pareto/binding_frac", trained),
+            "pareto/weight": ("pareto/weight", trained),
+            "value/explained_var": ("value/explained_var", trained),
+            "pareto/noon_zero_frac": ("pareto/noon_zero_frac", trained),
+            "diag/weight": ("diag/weight", scored),
+            "diag/grad_norm": ("diag/grad_norm", scored),
+            "pareto/excluded": ("pareto/excluded", scored),
+        }
         for key, value in stats.items():
             if value.dim() == 0:
                 m[f"train/{key}"] = value
-            elif key == "loss/value_heads":
-                for i, name in enumerate(self.trained_objectives):
-                    m[f"train/loss/value/{name}"] = value[i]
-            elif key == "pareto/binding":
-                for i, name in enumerate(self.trained_objectives):
-                    m[f"train/pareto/binding_frac/{name}"] = value[i]
-            elif key in ("pareto/weight", "value/explained_var"):
-                for i, name in enumerate(self.trained_objectives):
-                    m[f"train/{key}/{name}"] = value[i]
-            elif key in ("diag/weight", "diag/grad_norm"):
-                for i, name in enumerate(self.objectives):
-                    m[f"train/{key}/{name}"] = value[i]
-            elif key == "pareto/noon_zero_frac":
-                for i, name in enumerate(self.trained_objectives):
-                    m[f"train/pareto/noon_zero_frac/{name}"] = value[i]
-            elif key == "pareto/excluded":
-                for i, name in enumerate(self.objectives):
-                    m[f"train/pareto/excluded/{name}"] = value[i]
+            elif key in per_objective:
+                prefix, names = per_objective[key]
+                for i, name in enumerate(names):
+                    m[f"train/{prefix}/{name}"] = value[i]
         m["train/kl/ref"] = seq_kl
         m["train/kl/coef"] = self.kl_ctl.value
         m["train/response_length"] = rollout.lengths.float().mean()
