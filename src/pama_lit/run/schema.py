@@ -140,6 +140,7 @@ class PPOConfig:
     clip_coef: float = key(num_rule(0, low_open=True))  # policy ratio clip
     vf_coef: float = key(num_rule(0))  # value loss weight
     vf_clip: float = key(num_rule(0, low_open=True))  # value clip around the old values
+    value_head_lr: float | None = key(num_rule(0, low_open=True, nullable=True))  # null = optimizer.lr
     gamma: float = key(UNIT)  # discount
     gae_lambda: float = key(UNIT)  # GAE lambda
     whiten_advantages: bool = key(BOOL)  # per objective, over the batch's response tokens

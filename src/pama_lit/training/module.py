@@ -207,8 +207,16 @@ class PamaModule(L.LightningModule):
             distributed.decorrelate_rng()  # after the weights are built; a resume restores each rank's stream
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        return self.optimizer_factory(params)
+        heads = [p for p in self.policy.value_head.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in heads}
+        trunk = [p for p in self.policy.parameters() if p.requires_grad and id(p) not in head_ids]
+        if self.ppo_cfg.value_head_lr is None:
+            return self.optimizer_factory(trunk + heads)
+        # A zero-initialised head moves about lr per Adam step: at the policy's rate it cannot reach the
+        # returns' scale within a short run (docs/stability.md, "value heads").
+        return self.optimizer_factory(
+            [{"params": trunk}, {"params": heads, "lr": self.ppo_cfg.value_head_lr}]
+        )
 
     # ------------------------------------------------------------------------------ the iteration
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> dict[str, Any]:
