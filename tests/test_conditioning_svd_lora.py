@@ -288,3 +288,18 @@ def test_a_resumed_run_continues_the_adapters_and_refuses_another_conditioning(t
     assert len(adapters) == 16 and whole["state_dict"].keys() == resumed["state_dict"].keys()
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_gradient_checkpointing_trains_the_same_adapters(trained, tmp_path):
+    """Its recomputations (one per objective in the diagnostics, one per minibatch) run at each forward's
+    preferences: the run ends where the run without it does."""
+    if trained["algorithm"] != "pama":
+        pytest.skip("one algorithm is enough")
+    from safetensors.torch import load_file
+
+    cfg = compose_config([*RUN, "algorithm=pama", "model.gradient_checkpointing=true"], tmp_path / "run")
+    train(cfg)
+    expected = load_file(trained["run_dir"] / "final" / "svd_lora" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "run" / "final" / "svd_lora" / "adapter_model.safetensors")
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-6)

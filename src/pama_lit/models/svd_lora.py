@@ -43,6 +43,23 @@ class _Slot:
     enabled: bool = True
 
 
+class _Restored:
+    """Sets ``slot`` back to what it holds now for the block, every time it is entered: a backward that
+    keeps its graph (one ``autograd.grad`` per objective) recomputes a checkpointed forward each time."""
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+        self.state = slot.preference, slot.enabled
+        self.saved: list[tuple[torch.Tensor | None, bool]] = []
+
+    def __enter__(self) -> None:
+        self.saved.append((self.slot.preference, self.slot.enabled))
+        self.slot.preference, self.slot.enabled = self.state
+
+    def __exit__(self, *exc: object) -> None:
+        self.slot.preference, self.slot.enabled = self.saved.pop()
+
+
 class SvdLoraLinear(nn.Module):
     """One ``nn.Linear`` with a preference-conditioned SVD-LoRA adapter.
 
@@ -196,17 +213,7 @@ class SvdLora:
         Called at each checkpointed forward; the second context manager wraps its recomputation, which
         runs at backward time, when another preference (or none) may be set.
         """
-        preference, enabled = self._slot.preference, self._slot.enabled
-        return contextlib.nullcontext(), self._restored(preference, enabled)
-
-    @contextlib.contextmanager
-    def _restored(self, preference: torch.Tensor | None, enabled: bool) -> Iterator[None]:
-        saved = self._slot.preference, self._slot.enabled
-        self._slot.preference, self._slot.enabled = preference, enabled
-        try:
-            yield
-        finally:
-            self._slot.preference, self._slot.enabled = saved
+        return contextlib.nullcontext(), _Restored(self._slot)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         for layer in self.layers.values():
