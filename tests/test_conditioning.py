@@ -36,7 +36,7 @@ PROMPT = "conditioning=prompt"
         (["algorithm=noon_ppo", "objective=sentiment"], "conditioning=prompt with algorithm=noon_ppo"),
         (["objective=sentiment"], "with one objective"),
         (["algorithm.veto_threshold=0.1"], "algorithm.veto_threshold=0.1 with conditioning=prompt"),
-        (["conditioning.mode=svd"], "conditioning.mode='svd': must be one of none, prompt"),
+        (["conditioning.mode=svd"], "conditioning.mode='svd': must be one of none, prompt, svd_lora"),
         (["conditioning.corner_share=1.5"], r"conditioning.corner_share=1.5: must be a number in \[0, 1\]"),
         (["conditioning.eval_grid_steps=1"], r"conditioning.eval_grid_steps=1: must be an integer >= 2"),
     ],

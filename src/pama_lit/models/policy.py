@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from pama_lit.models.merging import merge_blocker, merged_adapters
+from pama_lit.models.svd_lora import SvdLora
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,16 @@ def disable_dropout(model: nn.Module) -> None:
 class PolicyWithValueHeads(nn.Module):
     """Policy LM, reference LM and K value heads (``Linear(hidden, K)``) in one module.
 
-    With LoRA the reference is the same network with the adapters disabled, so no second copy is
-    held in memory; with full fine-tuning a frozen deep copy is kept as ``ref_lm``.
+    With LoRA (or SVD-LoRA) the reference is the same network with the adapters disabled, so no second
+    copy is held in memory; with full fine-tuning a frozen deep copy is kept as ``ref_lm``.
 
     Args:
         lm: a causal LM (``PreTrainedModel``).
         num_value_heads: K, one scalar head per trained objective.
         lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
+        svd_lora: instead of ``lora``, preference-conditioned SVD-LoRA adapters (``SvdLora``'s arguments:
+            ``target_modules``, ``rank``, ``num_preferences``, ``alpha``, ``init``); every forward and
+            ``generate`` then takes ``preferences``.
         no_dropout: zero every dropout probability, the LoRA adapters' ``lora_dropout`` included.
         gradient_checkpointing: trade compute for activation memory in the update forward.
     """
@@ -54,13 +58,26 @@ class PolicyWithValueHeads(nn.Module):
         lora: dict | None = None,
         no_dropout: bool = True,
         gradient_checkpointing: bool = False,
+        svd_lora: dict | None = None,
     ) -> None:
         super().__init__()
-        if gradient_checkpointing:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lora is not None and svd_lora is not None:
+            raise ValueError("PolicyWithValueHeads takes lora or svd_lora, not both")
         self.uses_lora = lora is not None
         self._merge_fallback_logged = False
-        if self.uses_lora:
+        # Not a submodule: its layers are already in lm's tree.
+        self.svd_lora = SvdLora(lm.requires_grad_(False), **svd_lora) if svd_lora is not None else None
+        if gradient_checkpointing:
+            kwargs: dict = {"use_reentrant": False}
+            if (
+                self.svd_lora is not None
+            ):  # the recomputation, at backward time, reads the forward's preference
+                kwargs["context_fn"] = self.svd_lora.checkpoint_context_fn
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if self.svd_lora is not None:
+            self.lm = lm
+            self.ref_lm = None
+        elif self.uses_lora:
             from peft import LoraConfig, get_peft_model
 
             config = LoraConfig(
@@ -112,6 +129,7 @@ class PolicyWithValueHeads(nn.Module):
         attention_mask: torch.Tensor,
         num_response: int,
         return_hidden: bool = False,
+        preferences: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Logits and values at the positions that predict the response tokens.
 
@@ -121,13 +139,15 @@ class PolicyWithValueHeads(nn.Module):
             num_response: T.
             return_hidden: also return the last hidden state, the representation that both the LM head
                 and the value heads read (MGDA-UB differentiates with respect to it).
+            preferences: (B,K) each row's preference, which an SVD-LoRA policy needs (ignored otherwise).
 
         Returns:
             logits (B,T,V) and values (B,T,K) (float32), position t predicting response token t; with
             ``return_hidden`` also the final (normed) hidden state (B, Tq+T, H), the very tensor the
             logits and values are computed from.
         """
-        out = self.lm(**self._inputs(input_ids, attention_mask, num_response), output_hidden_states=True)
+        with self.conditioned(preferences):
+            out = self.lm(**self._inputs(input_ids, attention_mask, num_response), output_hidden_states=True)
         logits = out.logits[:, :-1]
         hidden = out.hidden_states[-1][:, -(num_response + 1) : -1]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).float()
@@ -143,6 +163,9 @@ class PolicyWithValueHeads(nn.Module):
         inputs = self._inputs(input_ids, attention_mask, num_response)
         if self.ref_lm is not None:
             return self.ref_lm(**inputs).logits[:, :-1]
+        if self.svd_lora is not None:
+            with self.svd_lora.disabled():
+                return self.lm(**inputs).logits[:, :-1]
         with self.lm.disable_adapter():
             return self.lm(**inputs).logits[:, :-1]
 
@@ -160,12 +183,15 @@ class PolicyWithValueHeads(nn.Module):
         top_p: float = 1.0,
         do_sample: bool = True,
         merge_adapters: bool = True,
+        preferences: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample responses with the KV cache; returns (B,T) new tokens, T <= max_new_tokens.
 
         With LoRA and ``merge_adapters`` the decoding runs through merged weights (``merged_adapters``:
         no per-step adapter matmuls, base weights restored bit for bit); a model that cannot be merged
-        exactly (``merge_blocker``) samples through its unmerged adapters, with one warning.
+        exactly (``merge_blocker``) samples through its unmerged adapters, with one warning. SVD-LoRA
+        always samples unmerged: each row has its own weights, so there is no one merged weight; its
+        ``preferences`` (B,K) hold for every decoding step.
         """
         from transformers import GenerationConfig
 
@@ -187,11 +213,20 @@ class PolicyWithValueHeads(nn.Module):
         with (
             torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext(),
             self._sampling_weights(merge_adapters),
+            self.conditioned(preferences),
         ):
             out = self.lm.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config
             )
         return out[:, input_ids.shape[1] :]
+
+    def conditioned(self, preferences: torch.Tensor | None) -> contextlib.AbstractContextManager:
+        """SVD-LoRA: the adapters read ``preferences`` inside the block (required); otherwise nothing."""
+        if self.svd_lora is None:
+            return contextlib.nullcontext()
+        if preferences is None:
+            raise ValueError("an svd_lora policy needs the preferences of the rows it runs on")
+        return self.svd_lora.preference(preferences)
 
     def _sampling_weights(self, merge_adapters: bool) -> contextlib.AbstractContextManager:
         if not (self.uses_lora and merge_adapters):

@@ -176,7 +176,7 @@ def _check_exclusion(algorithm: DictConfig, preference) -> None:
         )
 
 
-CONDITIONING_MODES = ("none", "prompt")
+CONDITIONING_MODES = ("none", "prompt", "svd_lora")
 # The algorithms whose update can use each sample's own preference: PAMA's per-token closed form
 # (A_i / (K w_i) per row) and MORLHF's per-sample scalarisation sum_i w_i R_i.
 CONDITIONED_ALGORITHMS = ("pama", "morlhf")
@@ -218,6 +218,30 @@ def _check_conditioning(cfg: DictConfig, objectives: list[str]) -> None:
         raise ConfigError(
             f"algorithm.veto_threshold={cfg.algorithm.veto_threshold} with conditioning={c.mode}: the threshold "
             "leaves objectives out by the run's one preference, and each sample has its own here; use 0"
+        )
+    if c.mode == "svd_lora":
+        _check_svd_lora(cfg)
+
+
+def _check_svd_lora(cfg: DictConfig) -> None:
+    """``conditioning=svd_lora`` trains its adapters on the frozen base model, in LoRA's place."""
+    from pama_lit.models.svd_lora import INITS
+
+    svd = cfg.conditioning.svd_lora
+    if svd.init not in INITS:
+        raise ConfigError(f"conditioning.svd_lora.init={_shown(svd.init)}: must be one of {', '.join(INITS)}")
+    if not cfg.model.lora.enabled:
+        raise ConfigError(
+            "model.lora.enabled=false with conditioning=svd_lora: svd_lora trains preference-conditioned adapters "
+            "on the frozen base model in place of LoRA's (the reference is the base with the adapters off), so it "
+            "has no full fine-tuning form; use model.lora.enabled=true (conditioning.svd_lora sets the adapters; "
+            "model.lora only lends its target_modules) or conditioning=prompt to fine-tune every weight"
+        )
+    targets = svd.target_modules
+    if targets is not None and (not isinstance(targets, ListConfig) or not targets):
+        raise ConfigError(
+            f"conditioning.svd_lora.target_modules={_shown(targets)}: must be a non-empty list of linear layer "
+            "names (e.g. [q_proj, v_proj]), or null for model.lora.target_modules"
         )
 
 

@@ -2,8 +2,9 @@
 
 ``python evaluate.py run_dir=outputs/... [policy=reference] [num_prompts=128] [seed=7]``
 
-A conditioned run (``conditioning=prompt``) is one policy for every preference:
-``preference=[0.7,0.3]`` evaluates it at that preference (written into every prompt) and
+A conditioned run (``conditioning=prompt`` or ``svd_lora``) is one policy for every preference:
+``preference=[0.7,0.3]`` evaluates it at that preference (written into every prompt, or set on the
+SVD-LoRA adapters) and
 ``preference_grid.steps=S`` at every point of the simplex grid, each into
 ``<run_dir>/preferences/<weights>/eval.json``, which ``pama_lit.fronts`` reads as one point each.
 
@@ -36,7 +37,7 @@ from pama_lit.infra.checkpointing import (
 from pama_lit.rewards import build_rewards
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.results import eval_record
-from pama_lit.run.train import build_module
+from pama_lit.run.train import SVD_LORA_FILE, build_module
 from pama_lit.training.module import PamaModule
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,19 @@ def load_run_config(run_dir: Path) -> DictConfig:
 _UNFINISHED = "did the run finish? train.py writes final/ at its end"
 
 
-def check_final(final_dir: Path, uses_lora: bool) -> list[Path]:
+def check_final(final_dir: Path, uses_lora: bool, svd_lora: bool = False) -> list[Path]:
     """The exported weight files of ``final_dir``, each checked whole from its header (no model needed).
 
     Returns:
-        The adapter file, or the full model's safetensors files.
+        The adapter file (LoRA's or SVD-LoRA's), or the full model's safetensors files.
 
     Raises:
         CheckpointError: a file is missing or damaged (truncated, random bytes...); the message names it.
     """
-    if uses_lora:
+    uses_lora = uses_lora or svd_lora
+    if svd_lora:
+        files = [final_dir / "svd_lora" / SVD_LORA_FILE]
+    elif uses_lora:
         files = [final_dir / "adapter" / "adapter_model.safetensors"]
     else:
         files = sorted((final_dir / "model").glob("*.safetensors"))
@@ -96,11 +100,16 @@ def load_final_weights(module: PamaModule, final_dir: Path) -> None:
         CheckpointError: a file of ``final_dir`` is missing or damaged (the message names it).
     """
     policy, device = module.policy, str(module.device)
-    what = "exported adapter" if policy.uses_lora else "exported model"
+    what = "exported adapter" if policy.uses_lora or policy.svd_lora is not None else "exported model"
     state = {}
-    for f in check_final(final_dir, policy.uses_lora):
+    for f in check_final(final_dir, policy.uses_lora, policy.svd_lora is not None):
         state.update(load_safetensors_file(f, device, what, _UNFINISHED))
-    if policy.uses_lora:
+    if policy.svd_lora is not None:
+        try:
+            policy.svd_lora.load_state_dict(state)
+        except ValueError as err:
+            raise CheckpointError(f"{what} in {str(final_dir)!r}: {err}") from None
+    elif policy.uses_lora:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(policy.lm, state)
@@ -161,7 +170,7 @@ def evaluate(
         seed: sampling seed (default: the run's ``eval.seed``).
         output: result file (default ``<run_dir>/eval.json`` or ``<run_dir>/reference/eval.json``;
             with ``preference``, ``<run_dir>/preferences/<weights>/eval.json``).
-        preference: a conditioned run only: the preference written into the prompts (a list in
+        preference: a conditioned run only: the preference to evaluate at (a list in
             objective order, or a mapping by objective id), instead of the run's own.
         grid_steps: a conditioned run only: evaluate every point of ``simplex_grid(K, grid_steps)``,
             one result file each in ``<run_dir>/preferences/<weights>/eval.json``.
@@ -179,7 +188,8 @@ def evaluate(
     if preference is not None or grid_steps is not None:
         if conditioning["mode"] == "none":
             raise ValueError(
-                f"preference= and preference_grid.steps= evaluate a conditioned run (conditioning=prompt); the run "
+                f"preference= and preference_grid.steps= evaluate a conditioned run (conditioning=prompt or "
+                f"svd_lora); the run "
                 f"in {run_dir} trained one policy for preference {list(cfg.preference or [])} (null = uniform): "
                 "evaluate it without them"
             )
@@ -218,7 +228,7 @@ def evaluate(
             "num_prompts=N to score it on N of its prompts (they were training prompts)"
         )
     if policy == "trained":  # before the model loads
-        check_final(run_dir / "final", cfg.model.lora.enabled)
+        check_final(run_dir / "final", cfg.model.lora.enabled, conditioning["mode"] == "svd_lora")
     if points is not None:
         with open_dict(cfg):
             cfg.preference = points[0]
@@ -241,7 +251,8 @@ def evaluate(
         return _evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, Path(output or default))
     records = []
     for point in points:
-        # The module writes its preference into every validation prompt, on its decimals grid.
+        # The module samples every validation prompt at its preference (in the prompt or the adapters),
+        # on its decimals grid.
         module.preference = quantize_preferences(
             resolve_preference(point, objectives), 10**module.conditioning.decimals
         )
@@ -254,7 +265,8 @@ def evaluate(
 
 def _evaluate_one(trainer, module, datamodule, cfg, run_dir: Path, policy: str, path: Path) -> dict[str, Any]:
     """Validate ``module`` at its preference and write the result file ``path``."""
-    # A freshly built policy is the reference: LoRA's B matrices start at zero, and without LoRA
+    # A freshly built policy is the reference: LoRA's B matrices start at zero (SVD-LoRA's U, or its
+    # singular values: models/svd_lora.py INITS), and without LoRA
     # the weights are the base model's until the exported ones are loaded.
     trainer.validate(module, datamodule=datamodule, verbose=False)
     meta = run_metadata(trainer, module, policy)

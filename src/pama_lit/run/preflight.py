@@ -52,7 +52,7 @@ def check_output_dir(folder: Path) -> None:
 
 def check_checkpoint(path: str, cfg: DictConfig) -> None:
     """The checkpoint loads with ``weights_only=True`` and was written for this run's objectives,
-    value heads and LoRA adapters."""
+    value heads and LoRA adapters (or SVD-LoRA's: ``conditioning=svd_lora`` on both sides)."""
     checkpoint = load_checkpoint_file(path)
     state = run_state(checkpoint, path)
     objectives = [str(k) for k in cfg.objective.rewards]
@@ -74,6 +74,15 @@ def check_checkpoint(path: str, cfg: DictConfig) -> None:
         log.warning(
             "checkpoint %s was written by algorithm=%s; continuing it with algorithm=%s", path, saved, name
         )
+    saved_mode = state.get("conditioning", {"mode": "none"})["mode"]
+    mode = cfg.conditioning.mode
+    if "svd_lora" in (saved_mode, mode):
+        if saved_mode != mode:
+            raise ConfigError(
+                f"checkpoint {path!r} was written with conditioning={saved_mode}, this run has "
+                f"conditioning={mode}; resume with the same conditioning= setting"
+            )
+        return  # SVD-LoRA adapters, not model.lora's: the module compares their settings when it loads
     check_adapters(path, checkpoint.get("state_dict") or {}, cfg.model)
 
 

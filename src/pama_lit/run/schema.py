@@ -181,15 +181,33 @@ class PreferenceGridConfig:
 
 
 @dataclass
+class SvdLoraConfig:
+    """``conditioning.svd_lora``: the preference-conditioned adapters of ``conditioning=svd_lora``.
+
+    Only conf/conditioning/svd_lora.yaml sets these; the defaults let the other modes (and runs saved
+    before svd_lora existed) leave the section out.
+    """
+
+    rank: int = key(int_rule(1), default=8)  # learned singular values per layer (plus one per objective)
+    alpha: float = key(
+        num_rule(0, low_open=True), default=16.0
+    )  # the adapter's output is scaled by alpha / rank
+    # Linear layers that get adapters, by name; null = model.lora.target_modules.
+    target_modules: list[str] | None = key(default=None)
+    init: str = key(default="lora")  # lora | adalora (checked in run.config)
+
+
+@dataclass
 class ConditioningConfig:
     """``conditioning``: one policy for every preference (docs/conditioning.md; values: each conf/conditioning option)."""
 
-    mode: str = key()  # none | prompt (checked in run.config)
+    mode: str = key()  # none | prompt | svd_lora (checked in run.config)
     concentration: float = key(num_rule(0, low_open=True))  # Dirichlet alpha of the per-prompt draws
     corner_share: float = key(UNIT)  # share of draws at the simplex's vertices and edge midpoints
     decimals: int = key(int_rule(1, 3))  # weights are multiples of 10^-decimals, written with this many
     # Every validation also covers the simplex grid of positive multiples of 1/steps (null = off).
     eval_grid_steps: int | None = key(int_rule(1, nullable=True, note="null = off"))
+    svd_lora: SvdLoraConfig = field(default_factory=SvdLoraConfig)  # mode svd_lora only
 
 
 @dataclass

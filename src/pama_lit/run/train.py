@@ -245,20 +245,32 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return path
 
 
+SVD_LORA_FILE = "adapter_model.safetensors"
+
+
 def export(module: PamaModule, folder: Path) -> None:
-    """Save the final policy: the adapter (``save_pretrained``), value heads and tokenizer."""
+    """Save the final policy: the adapter (``save_pretrained``; SVD-LoRA's tensors in
+    ``svd_lora/adapter_model.safetensors``, its settings in ``conditioning.json``), value heads and tokenizer."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    lm = module.policy.lm
-    target = folder / ("adapter" if module.policy.uses_lora else "model")
-    lm.save_pretrained(target)
+    policy = module.policy
+    if policy.svd_lora is not None:
+        from safetensors.torch import save_file
+
+        target = folder / "svd_lora"
+        target.mkdir(exist_ok=True)
+        tensors = {k: v.contiguous().cpu() for k, v in policy.svd_lora.state_dict().items()}
+        save_file(tensors, target / SVD_LORA_FILE)
+    else:
+        target = folder / ("adapter" if policy.uses_lora else "model")
+        policy.lm.save_pretrained(target)
     module.tokenizer.save_pretrained(target)
     torch.save(
         {"state_dict": module.policy.value_head.state_dict(), "objectives": module.trained_objectives},
         folder / "value_heads.pt",
     )
-    # What rebuilds the conditioned policy's prompts (evaluate.py reads it; {"mode": "none"} otherwise).
+    # What rebuilds the conditioned policy: its prompts or adapters (evaluate.py reads it; {"mode": "none"} otherwise).
     write_json_atomic(folder / "conditioning.json", module.conditioning_state())
 
 

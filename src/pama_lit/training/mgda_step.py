@@ -185,7 +185,12 @@ def pareto_diagnostic(
         Pareto-stationary point); "diag/weight" (K,): c, on the simplex; "diag/grad_norm" (K,):
         ||g_i||; and, for K >= 2, "diag/grad_cos" (0-dim): the mean pairwise cosine of the g_i.
     """
-    logits, _ = policy(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response)
+    logits, _ = policy(
+        rollout.input_ids[idx],
+        rollout.attention_mask[idx],
+        rollout.num_response,
+        preferences=rollout.rows(idx),
+    )
     logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], temperature)
     del logits
     losses, _ = per_objective_policy_losses(

@@ -85,9 +85,10 @@ class PamaModule(L.LightningModule):
             iterations that divide by it; 0 = never.
         preference: K positive weights in objective order, or None for uniform. Conditioned: the
             preference of every validation (written into its prompts), rounded onto the grid.
-        conditioning: ``mode`` none (None too) or prompt: every training prompt gets its own
-            preference, drawn each iteration (``draw_preferences``) and written before it
-            (``condition_prompts``); the combine uses each sample's own (docs/conditioning.md).
+        conditioning: ``mode`` none (None too), prompt or svd_lora: every training prompt gets its
+            own preference, drawn each iteration (``draw_preferences``), which prompt writes before it
+            (``condition_prompts``) and svd_lora sets on the policy's adapters (``svd_lora`` settings,
+            in place of ``model.lora``); the combine uses each sample's own (docs/conditioning.md).
         seed: the run's seed; conditioned draws are seeded by it, the iteration and the rank.
     """
 
@@ -122,6 +123,11 @@ class PamaModule(L.LightningModule):
         self.raw_rewards = {k: r.reward if isinstance(r, Normalized) else r for k, r in self.rewards.items()}
         self.preference = resolve_preference(preference, self.objectives)
         self.conditioning = conditioning if conditioning is not None and conditioning.mode != "none" else None
+        if self.conditioning is not None and self.conditioning.mode == "svd_lora":
+            svd = self.conditioning.svd_lora
+            if svd.target_modules is None:  # recorded resolved: checkpoints and final/ name the layers
+                svd = dataclasses.replace(svd, target_modules=list(model.lora.target_modules))
+            self.conditioning = dataclasses.replace(self.conditioning, svd_lora=svd)
         self.seed = seed
         # Conditioned validation also evaluates a preference grid (None: off): (P,K) rows on the decimals grid.
         self.eval_grid: torch.Tensor | None = None
@@ -182,12 +188,18 @@ class PamaModule(L.LightningModule):
         loaded = self.model_loader()
         self.tokenizer = loaded.tokenizer
         lora = self.model_cfg.lora
+        svd_lora = None
+        if self.conditioning is not None and self.conditioning.mode == "svd_lora":
+            svd_lora = dataclasses.asdict(self.conditioning.svd_lora) | {
+                "num_preferences": len(self.objectives)
+            }
         self.policy = PolicyWithValueHeads(
             loaded.model,
             num_value_heads=len(self.trained_objectives),
-            lora=dataclasses.asdict(lora) if lora.enabled else None,
+            lora=dataclasses.asdict(lora) if lora.enabled and svd_lora is None else None,
             no_dropout=self.model_cfg.disable_dropout,
             gradient_checkpointing=self.model_cfg.gradient_checkpointing,
+            svd_lora=svd_lora,
         )
         # from_pretrained returns eval mode, where Hugging Face skips gradient checkpointing (and
         # Lightning warns); dropout is already off, so train mode changes nothing else.
@@ -229,7 +241,7 @@ class PamaModule(L.LightningModule):
         timer = PhaseTimer()
         with timer("rollout"):
             # forward: the rollout's policy forward with its graph when fused_forward, else None.
-            # Conditioned: each prompt's own preference (B,K), written into its prompt; else the run's (K,).
+            # Conditioned: each prompt's own preference (B,K), in its prompt or the adapters; else the run's (K,).
             preference = self.draw_preferences(len(batch["prompt"])) if self.conditioning else self.preference
             rollout, forward = self.sample_rollout(
                 batch["prompt"], keep_graph=self.fused_forward, preferences=preference
@@ -345,9 +357,10 @@ class PamaModule(L.LightningModule):
         return quantize_preferences(draws, 10**c.decimals).to(self.device)
 
     def condition_prompts(self, prompts: list[str], preferences: torch.Tensor | None) -> list[str]:
-        """The prompts the policy reads: conditioned, each behind its preference's line
-        (``preference_prefix``; a (K,) preference, or None for the run's, applies to all); else as given."""
-        if self.conditioning is None:
+        """The prompts the policy reads: with ``conditioning=prompt`` each behind its preference's line
+        (``preference_prefix``; a (K,) preference, or None for the run's, applies to all); else as given
+        (svd_lora carries the preference in the adapters)."""
+        if self.conditioning is None or self.conditioning.mode != "prompt":
             return list(prompts)
         rows = (self.preference if preferences is None else preferences).expand(len(prompts), -1).tolist()
         digits = self.conditioning.decimals
@@ -385,14 +398,19 @@ class PamaModule(L.LightningModule):
         a forward of its own: pi_old is exactly the policy being updated, so the ratio is 1, as it
         would be after a second, identical forward.
 
-        Conditioned, the policy reads each prompt behind its preference (``condition_prompts``;
-        ``preferences`` (B,K), (K,) or None for the run's); the rollout keeps the prompts as given,
-        which is what the rewards read.
+        Conditioned, the policy samples each prompt at its preference (``preferences`` (B,K), (K,) or
+        None for the run's): written before the prompt (``condition_prompts``), or set on the SVD-LoRA
+        adapters; the rollout keeps the prompts as given, which is what the rewards read, and the
+        rows' preferences, which the update's forwards set on the adapters again.
 
         Returns:
             the rollout, and the policy forward with its graph (``keep_graph``) or None.
         """
         cfg = self.rollout_cfg
+        rows = None
+        if self.conditioning is not None:
+            rows = (self.preference if preferences is None else preferences).to(self.device)
+            rows = rows.expand(len(prompts), -1).float()
         with torch.no_grad():
             queries, query_mask = self.tokenize_prompts(self.condition_prompts(prompts, preferences))
             responses = self.policy.generate(
@@ -407,6 +425,7 @@ class PamaModule(L.LightningModule):
                 top_p=cfg.top_p,
                 do_sample=do_sample,
                 merge_adapters=cfg.merge_adapters,
+                preferences=rows,
             )
             response_mask = response_mask_from_eos(responses, self.eos_token_ids)
             responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
@@ -417,7 +436,7 @@ class PamaModule(L.LightningModule):
             ref_logprobs = ops.logprobs_from_logits(ref_logits, responses, self.temperature)
             del ref_logits
         with torch.set_grad_enabled(keep_graph):
-            logits, values = self.policy(input_ids, attention_mask, num_response)
+            logits, values = self.policy(input_ids, attention_mask, num_response, preferences=rows)
             logprobs = ops.logprobs_from_logits(logits, responses, self.temperature)
         with torch.no_grad():
             entropy = ops.entropy_from_logits(logits, self.temperature) if keep_graph else None
@@ -438,6 +457,7 @@ class PamaModule(L.LightningModule):
             values=values * m.unsqueeze(-1),
             prompts=list(prompts),
             texts=texts,
+            preferences=rows,
         )
         return rollout, forward
 
@@ -652,7 +672,10 @@ class PamaModule(L.LightningModule):
     def policy_forward(self, rollout: Rollout, idx: torch.Tensor) -> PolicyForward:
         """The policy's forward over the rows idx (M,): log-probs and values with grad, entropy without."""
         logits, values = self.policy(
-            rollout.input_ids[idx], rollout.attention_mask[idx], rollout.num_response
+            rollout.input_ids[idx],
+            rollout.attention_mask[idx],
+            rollout.num_response,
+            preferences=rollout.rows(idx),
         )
         logprobs = ops.logprobs_from_logits(logits, rollout.responses[idx], self.temperature)
         with torch.no_grad():
@@ -916,8 +939,14 @@ class PamaModule(L.LightningModule):
             distributed.decorrelate_rng()
 
     def conditioning_state(self) -> dict[str, Any]:
-        """The conditioning as checkpoints and ``final/conditioning.json`` record it."""
-        return {"mode": "none"} if self.conditioning is None else dataclasses.asdict(self.conditioning)
+        """The conditioning as checkpoints and ``final/conditioning.json`` record it (``svd_lora``'s
+        settings with that mode only, so that a prompt run's record is what it was before svd_lora)."""
+        if self.conditioning is None:
+            return {"mode": "none"}
+        state = dataclasses.asdict(self.conditioning)
+        if self.conditioning.mode != "svd_lora":
+            del state["svd_lora"]
+        return state
 
     def _normalizers_state(self) -> dict[str, dict]:
         return {k: r.state_dict() for k, r in self.rewards.items() if isinstance(r, Normalized)}

@@ -32,6 +32,7 @@ class Rollout:
         values: (B,T,K) value-head outputs of pi_old.
         prompts: the B prompt texts (before the chat template).
         texts: the B decoded responses.
+        preferences: (B,K) the preference each row was sampled at (conditioned runs), else None.
     """
 
     input_ids: torch.Tensor
@@ -43,6 +44,11 @@ class Rollout:
     values: torch.Tensor
     prompts: list[str]
     texts: list[str]
+    preferences: torch.Tensor | None = None
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """(M,K) the preferences of the rows ``idx`` (M,), or None (unconditioned)."""
+        return None if self.preferences is None else self.preferences[idx]
 
     @property
     def num_response(self) -> int:
