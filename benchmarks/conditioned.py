@@ -537,7 +537,7 @@ def fronts_markdown(fronts: dict, front, objectives: list[str], ref, png: Path) 
             "",
             f"Between their neighbours on every objective: {check['fraction']:.0%} of {len(check['points'])} "
             f"points with a tolerance of {check['tolerance_share']:g} x each objective's range over the "
-            f"sweep's preferences ({tol}); {check['fraction_strict']:.0%} with none. Off-grid means off "
+            f"evaluation grid ({tol}); {check['fraction_strict']:.0%} with none. Off-grid means off "
             "the evaluation grid: training draws preferences on the 0.01 grid, so these points may have "
             "been drawn in training.",
         ]
