@@ -155,13 +155,14 @@ def evaluated(folder: Path) -> dict[tuple[float, ...], Path]:
 def evaluate_run(folder: Path, preferences: list, env: dict[str, str]) -> dict:
     """Run ``evaluate.py`` at ``preferences``, its output appended to ``<folder>/bench_eval.log``."""
     previous = read_json(folder / EVAL_RECORD) or {}
+    started = datetime.datetime.now().isoformat(timespec="seconds")
     start = time.perf_counter()
     with open(folder / EVAL_LOG, "a") as log:
         returncode = subprocess.run(
             eval_command(folder, preferences), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
         ).returncode
     record = {
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "started": started,
         "threads": env["OMP_NUM_THREADS"],
         "preferences": [list(p) for p in preferences],
         "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - start,

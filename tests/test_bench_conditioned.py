@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -230,3 +231,23 @@ def test_dry_run_prints_training_and_evaluation_of_what_is_missing(tmp_path, cap
     assert len(evals) == 2 and all_nine in evals[0] and "'preference=[0.3,0.7]," in evals[1]
     assert f"hydra.sweep.dir={runs[0].folder(out)}/.evaluate/multirun" in evals[0]
     assert not (tmp_path / "results").exists() and not runs[0].folder(out).exists()
+
+
+@pytest.mark.slow
+def test_real_tiny_runs_through_the_benchmark(tmp_path):
+    """Tiny-model runs as subprocesses: a conditioned PAMA run, a 2-run sweep, one real evaluate.py multirun."""
+    results = tmp_path / "results"
+    cmd = [sys.executable, "benchmarks/conditioned.py", "--jobs", "2", "--conditioned-algorithms", "pama",
+           "--preferences", "0.2,0.8", "0.8,0.2", "--off-grid", "0.5,0.5", "--iterations", "2", "--batch-size", "4",
+           "--max-new-tokens", "4", "--eval-every", "2", "--out", str(tmp_path / "runs"), "--results", str(results),
+           "--extra", "debug=tiny", "data.val_size=4"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((results / "conditioned.json").read_text())
+    assert [r["status"] for r in payload["runs"]] == ["done"] * 3 and payload["missing_evaluations"] == {}
+    pama = payload["fronts"]["fronts"]["pama_prompt"]
+    assert pama["points"] == 2 and pama["compute_ratio_samples"] == pytest.approx(0.5)
+    assert [p["preference"] for p in pama["off_grid"]["points"]] == [[0.5, 0.5]]
+    folder = Path(payload["runs"][0]["run_dir"])
+    assert payload["runs"][0]["evaluation"]["returncode"] == 0
+    assert sorted(p.name for p in (folder / "preferences").iterdir()) == ["0.2-0.8", "0.5-0.5", "0.8-0.2"]
