@@ -442,10 +442,7 @@ def fronts_markdown(fronts: dict, front, objectives: list[str], ref, png: Path) 
             [
                 LABELS.get(row["algorithm"], row["algorithm"]),
                 row["preference"],
-                *(
-                    f"{row[f'{o}_mean']:.4g} [{row[f'{o}_ci95_low']:.4g}, {row[f'{o}_ci95_high']:.4g}]"
-                    for o in objectives
-                ),
+                *(quality.point_cell(row, o) for o in objectives),
                 fmt(row["kl_ref"], 3),
             ]
             for _, row in front.runs.sort_values(["algorithm", "preference"]).iterrows()
@@ -586,18 +583,7 @@ def report(
         "benchmark": "conditioned",
         "machine": machine_info(),
         "command": sys.argv,
-        "budget": {
-            "iterations": args.iterations,
-            "batch_size": args.batch_size,
-            "max_new_tokens": args.max_new_tokens,
-            "precision": args.precision,
-            "eval_every": args.eval_every,
-            "extra": args.extra,
-            "jobs": args.jobs,
-            "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
-            "quick": args.quick,
-            "conditioning": list(CONDITIONING),
-        },
+        "budget": quality.budget_record(args) | {"conditioning": list(CONDITIONING)},
         "preferences": [list(p) for p in args.preferences],
         "off_grid": [list(p) for p in args.off_grid],
         "targets": {

@@ -607,6 +607,11 @@ def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms
     }
 
 
+def point_cell(row, objective: str) -> str:
+    """A front point's mean on ``objective`` with its per-prompt 95% interval (a row of ``Sweep.runs``)."""
+    return f"{row[f'{objective}_mean']:.4g} [{row[f'{objective}_ci95_low']:.4g}, {row[f'{objective}_ci95_high']:.4g}]"
+
+
 def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Path) -> dict:
     """Front points, hypervolume (reference policy as the reference point), IGD+ and the plot."""
     from pama_lit.fronts import FrontsError, front_metrics, load_sweep, plot_front, reference_point
@@ -631,10 +636,7 @@ def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Pat
             [
                 row["algorithm"],
                 row["preference"],
-                *(
-                    f"{row[f'{o}_mean']:.4g} [{row[f'{o}_ci95_low']:.4g}, {row[f'{o}_ci95_high']:.4g}]"
-                    for o in objectives
-                ),
+                *(point_cell(row, o) for o in objectives),
                 fmt(row["kl_ref"], 3),
                 "yes" if row["non_dominated_all"] else "no",
             ]
@@ -672,6 +674,21 @@ def raw_numbers(evaluation: dict | None) -> dict | None:
     return {k: evaluation[k] for k in keys if k in evaluation}
 
 
+def budget_record(args: argparse.Namespace) -> dict:
+    """The budget flags as a result file records them."""
+    return {
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "precision": args.precision,
+        "eval_every": args.eval_every,
+        "extra": args.extra,
+        "jobs": args.jobs,
+        "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
+        "quick": args.quick,
+    }
+
+
 def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run], failed: list) -> dict:
     """Read every planned run, build the tables, verdicts and fronts, write JSON and plot, print Markdown."""
     every = unique(seed_runs + front_runs)
@@ -690,17 +707,7 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
         "benchmark": "quality",
         "machine": machine_info(),
         "command": sys.argv,
-        "budget": {
-            "iterations": args.iterations,
-            "batch_size": args.batch_size,
-            "max_new_tokens": args.max_new_tokens,
-            "precision": args.precision,
-            "eval_every": args.eval_every,
-            "extra": args.extra,
-            "jobs": args.jobs,
-            "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
-            "quick": args.quick,
-        },
+        "budget": budget_record(args),
         "runs": [
             {
                 "task": run.task,
