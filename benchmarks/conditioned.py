@@ -369,7 +369,9 @@ def report_fronts(
             if target is not None:
                 target.setdefault(name, {})[k] = rewards(read_json(path), objectives)
 
-    sweep_hv = (metrics.get(SWEEP_ALGORITHM) or {}).get("hypervolume")
+    # A ratio to an incomplete sweep would flatter the conditioned run: then there is none.
+    sweep_complete = len(points.get(SWEEP_ALGORITHM, {})) == len(on_keys)
+    sweep_hv = (metrics.get(SWEEP_ALGORITHM) or {}).get("hypervolume") if sweep_complete else None
     sweep_compute = compute_of([results[r] for r in sweep_runs], args)
     fronts = {}
     for name, front_points in points.items():
@@ -398,7 +400,7 @@ def report_fronts(
             "compute_ratio_wall": wall_ratio,
         }
         if name != SWEEP_ALGORITHM:
-            entry["target"] = verdict(hv_ratio, samples_ratio, control if sweep_hv else {})
+            entry["target"] = verdict(hv_ratio, samples_ratio, control)
             if name in off and complete:
                 entry["off_grid"] = between_neighbours(front_points, off[name], objectives, args.tolerance)
         fronts[name] = entry

@@ -186,6 +186,12 @@ def test_report_without_the_conditioned_evaluations_is_partial_and_exits_non_zer
     assert fronts["pama_prompt"]["target"]["met"] is None and "off_grid" not in fronts["pama_prompt"]
     assert payload["missing_evaluations"] == {str(pama): [[0.7, 0.3]]}
     assert "not evaluated at every preference" in capsys.readouterr().err
+    # A sweep run missing: no ratio to the four others' front.
+    (tmp_path / "runs" / "sentiment_length" / "pama" / "w0.9-0.1" / "seed0" / "eval.json").unlink()
+    assert conditioned.main(argv) == 1
+    fronts = json.loads((tmp_path / "results" / "conditioned.json").read_text())["fronts"]["fronts"]
+    assert fronts["pama"]["points"] == 4 and fronts["morlhf_prompt"]["points"] == 5
+    assert fronts["morlhf_prompt"]["hv_ratio"] is None and fronts["morlhf_prompt"]["target"]["met"] is None
 
 
 # ---------------------------------------------------------------------------------- orchestration
