@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-merge clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-conditioned bench-merge clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,11 @@ bench-trl: $(STAMP)
 # Trains every algorithm on every task (hours here; ARGS="--quick" for ~15 min by estimate); resumable.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
+
+# One conditioned PAMA and one conditioned MORLHF run against PAMA's five-run sweep, which is
+# bench-quality's front runs, reused (~50 min with ARGS="--jobs 2" when they are on disk, by estimate); resumable.
+bench-conditioned: $(STAMP)
+	$(PY) benchmarks/conditioned.py $(ARGS)
 
 bench-merge: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/merged_sampling.py $(ARGS)

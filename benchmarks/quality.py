@@ -94,15 +94,22 @@ LOG = "bench.log"
 # ------------------------------------------------------------------------------------------ plan
 @dataclass(frozen=True)
 class Run:
-    """One training run: a task, an algorithm, a preference (None = uniform) and a seed."""
+    """One training run: a task, an algorithm, a preference (None = uniform) and a seed.
+
+    ``conditioning`` holds the overrides of a preference-conditioned run (benchmarks/conditioned.py),
+    tagged ``conditioned``; empty for a run of one preference, whose overrides it leaves unchanged.
+    """
 
     task: str
     algorithm: str
     preference: tuple[float, ...] | None
     seed: int
+    conditioning: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
+        if self.conditioning:
+            return "conditioned"
         if self.preference is None:
             return "uniform"
         return "w" + "-".join(f"{w:g}" for w in self.preference)
@@ -154,7 +161,7 @@ def run_overrides(run: Run, budget: list[str]) -> list[str]:
     overrides = [f"experiment={TASKS[run.task]}", f"algorithm={run.algorithm}", f"seed={run.seed}"]
     if run.preference is not None:
         overrides.append("preference=[" + ",".join(f"{w:g}" for w in run.preference) + "]")
-    return overrides + budget
+    return overrides + list(run.conditioning) + budget
 
 
 def thread_env(jobs: int, cores: int | None = None) -> dict[str, str]:
@@ -253,7 +260,7 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
     if mismatched:
         listing = "\n  ".join(map(str, mismatched))
         raise SystemExit(
-            f"quality: {len(mismatched)} finished run(s) were trained with other overrides:\n  {listing}\n"
+            f"{args.name}: {len(mismatched)} finished run(s) were trained with other overrides:\n  {listing}\n"
             "rerun them with --force, or give this budget its own --out folder"
         )
     todo = [run for run in runs if states[run] != "done"]
@@ -295,7 +302,7 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
     except KeyboardInterrupt:
         # Ctrl-C reached the running children too; without cancelling, the queued runs would still start.
         pool.shutdown(wait=True, cancel_futures=True)
-        raise SystemExit("quality: interrupted; the same command continues where it stopped") from None
+        raise SystemExit(f"{args.name}: interrupted; the same command continues where it stopped") from None
     finally:
         pool.shutdown(wait=True)
         bar.close()
@@ -600,6 +607,11 @@ def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms
     }
 
 
+def point_cell(row, objective: str) -> str:
+    """A front point's mean on ``objective`` with its per-prompt 95% interval (a row of ``Sweep.runs``)."""
+    return f"{row[f'{objective}_mean']:.4g} [{row[f'{objective}_ci95_low']:.4g}, {row[f'{objective}_ci95_high']:.4g}]"
+
+
 def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Path) -> dict:
     """Front points, hypervolume (reference policy as the reference point), IGD+ and the plot."""
     from pama_lit.fronts import FrontsError, front_metrics, load_sweep, plot_front, reference_point
@@ -624,10 +636,7 @@ def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Pat
             [
                 row["algorithm"],
                 row["preference"],
-                *(
-                    f"{row[f'{o}_mean']:.4g} [{row[f'{o}_ci95_low']:.4g}, {row[f'{o}_ci95_high']:.4g}]"
-                    for o in objectives
-                ),
+                *(point_cell(row, o) for o in objectives),
                 fmt(row["kl_ref"], 3),
                 "yes" if row["non_dominated_all"] else "no",
             ]
@@ -665,6 +674,21 @@ def raw_numbers(evaluation: dict | None) -> dict | None:
     return {k: evaluation[k] for k in keys if k in evaluation}
 
 
+def budget_record(args: argparse.Namespace) -> dict:
+    """The budget flags as a result file records them."""
+    return {
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "precision": args.precision,
+        "eval_every": args.eval_every,
+        "extra": args.extra,
+        "jobs": args.jobs,
+        "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
+        "quick": args.quick,
+    }
+
+
 def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run], failed: list) -> dict:
     """Read every planned run, build the tables, verdicts and fronts, write JSON and plot, print Markdown."""
     every = unique(seed_runs + front_runs)
@@ -683,17 +707,7 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
         "benchmark": "quality",
         "machine": machine_info(),
         "command": sys.argv,
-        "budget": {
-            "iterations": args.iterations,
-            "batch_size": args.batch_size,
-            "max_new_tokens": args.max_new_tokens,
-            "precision": args.precision,
-            "eval_every": args.eval_every,
-            "extra": args.extra,
-            "jobs": args.jobs,
-            "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
-            "quick": args.quick,
-        },
+        "budget": budget_record(args),
         "runs": [
             {
                 "task": run.task,
@@ -731,12 +745,8 @@ def _preference(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/quality.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budget flags, their defaults filled in by :func:`resolve_budget`."""
     budget = parser.add_argument_group("budget (the same for every run)")
     budget.add_argument("--iterations", type=int, help=f"PPO iterations per run (default {ITERATIONS})")
     budget.add_argument("--batch-size", type=int, help=f"rollout.batch_size (default {BATCH_SIZE})")
@@ -750,6 +760,63 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument(
         "--extra", nargs="+", default=[], metavar="OVERRIDE", help="Hydra overrides appended to every run"
     )
+
+
+def add_how_arguments(parser: argparse.ArgumentParser) -> None:
+    """Parallelism, folders and modes: --jobs, --out, --results, --force, --dry-run, --report-only."""
+    how = parser.add_argument_group("how")
+    how.add_argument(
+        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
+    )
+    how.add_argument(
+        "--out",
+        type=Path,
+        help="run folders (default benchmarks/runs/quality, or quality_quick with --quick)",
+    )
+    how.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON and the plot go (default benchmarks/results)",
+    )
+    how.add_argument("--force", action="store_true", help="retrain runs that are done already")
+    how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
+
+
+def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill the budget and --jobs: a flag, else ``--quick``'s preset, else the default; resolve the folders.
+
+    The run folders are ``benchmarks/runs/quality`` (``quality_quick`` with ``--quick``) for every
+    script that shares these budgets, so a run one script trained is found by the other.
+    """
+    presets = QUICK if args.quick else {}
+    defaults = {
+        "iterations": ITERATIONS,
+        "batch_size": BATCH_SIZE,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "precision": PRECISION,
+        "eval_every": EVAL_EVERY,
+        "jobs": 1,
+    }
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, presets.get(key, default))
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    args.out = (
+        args.out or ROOT / "benchmarks" / "runs" / ("quality_quick" if args.quick else "quality")
+    ).resolve()
+    args.results = args.results.resolve()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/quality.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_budget_arguments(parser)
     what = parser.add_argument_group("what to run")
     what.add_argument(
         "--tasks", type=_csv(str), help=f"of {', '.join(TASKS)} (default {','.join(DEFAULT_TASKS)})"
@@ -778,24 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the ~15-minute mode (see benchmarks/README.md); flags still override it",
     )
-    how = parser.add_argument_group("how")
-    how.add_argument(
-        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
-    )
-    how.add_argument(
-        "--out",
-        type=Path,
-        help="run folders (default benchmarks/runs/quality, or quality_quick with --quick)",
-    )
-    how.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS,
-        help="where the JSON and the plot go (default benchmarks/results)",
-    )
-    how.add_argument("--force", action="store_true", help="retrain runs that are done already")
-    how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
+    add_how_arguments(parser)
     return parser
 
 
@@ -810,32 +860,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "seeds": SEEDS,
         "front_algorithms": FRONT_ALGORITHMS,
         "front_preferences": FRONT_PREFERENCES,
-        "iterations": ITERATIONS,
-        "batch_size": BATCH_SIZE,
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "precision": PRECISION,
-        "eval_every": EVAL_EVERY,
-        "jobs": 1,
     }
     for key, default in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, presets.get(key, default))
+    resolve_budget(args, parser)
     if args.no_fronts:
         args.front_algorithms = []
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
         parser.error(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     try:
         for preference in args.front_preferences:
             canonical_preference(preference)
     except ValueError as err:
         parser.error(f"--front-preferences: {err}")
-    name = "quality_quick" if args.quick else "quality"
-    args.name = name
-    args.out = (args.out or ROOT / "benchmarks" / "runs" / name).resolve()
-    args.results = args.results.resolve()
+    args.name = "quality_quick" if args.quick else "quality"
     return args
 
 
