@@ -27,7 +27,8 @@ def _head_bias_change(tmp_path, monkeypatch, extra: list[str]) -> tuple[float, l
 
     monkeypatch.setattr(PamaModule, "configure_optimizers", spy)
     cfg = compose_config(
-        [*TINY, f"optimizer.lr={LR}", "ppo.vf_clip=100", *extra], output_dir=tmp_path / "run"
+        [*TINY, f"optimizer.lr={LR}", "ppo.vf_coef=0.1", "ppo.vf_clip=100", *extra],
+        output_dir=tmp_path / "run",
     )
     train(cfg)
     after = seen["module"].policy.value_head.bias.detach()
