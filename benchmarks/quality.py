@@ -223,11 +223,12 @@ def planned_config(overrides: tuple[str, ...]) -> dict[str, Any]:
     return flatten(OmegaConf.to_container(OmegaConf.create(yaml), resolve=False))
 
 
-def config_drift(folder: Path, overrides: list[str]) -> list[str]:
+def config_drift(folder: Path, overrides: list[str], accepted: Sequence[str] = ()) -> list[str]:
     """How the config ``folder``'s run trained under differs from the one ``overrides`` compose to today.
 
     Compares the effective config, not the overrides: a default changed in ``conf/`` since the run
-    leaves its overrides as they were. Keys in ``PER_FOLDER_KEYS`` are ignored.
+    leaves its overrides as they were. Keys in ``PER_FOLDER_KEYS`` and ``accepted`` (keys or key
+    prefixes the user judged harmless, ``--accept-drift``) are ignored.
 
     Returns:
         one line per differing key, ``key: run <value>, now <value>`` (values as JSON; ``absent`` for
@@ -242,8 +243,8 @@ def config_drift(folder: Path, overrides: list[str]) -> list[str]:
     saved = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     planned = planned_config(tuple(overrides))
 
-    def per_folder(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in PER_FOLDER_KEYS)
+    def ignored(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in (*PER_FOLDER_KEYS, *accepted))
 
     def show(config: dict, key: str) -> str:
         return json.dumps(config[key]) if key in config else "absent"
@@ -251,17 +252,17 @@ def config_drift(folder: Path, overrides: list[str]) -> list[str]:
     return [
         f"{key}: run {show(saved, key)}, now {show(planned, key)}"
         for key in sorted(saved.keys() | planned.keys())
-        if not per_folder(key) and (key in saved, saved.get(key)) != (key in planned, planned.get(key))
+        if not ignored(key) and (key in saved, saved.get(key)) != (key in planned, planned.get(key))
     ]
 
 
-def run_state(folder: Path, overrides: list[str], force: bool) -> str:
+def run_state(folder: Path, overrides: list[str], force: bool, accepted: Sequence[str] = ()) -> str:
     """What to do with a run's folder: "done", "resume", "fresh", or "mismatch".
 
     "mismatch": the folder holds a finished run trained under another configuration than the one
     ``overrides`` compose to today (another budget, or a default changed since; ``config_drift`` says
     which keys): neither reusable nor to be deleted without ``--force``. An unfinished run under
-    another configuration starts over.
+    another configuration starts over. Differences in ``accepted`` keys do not count.
     """
     if force:
         return "fresh"
@@ -271,7 +272,7 @@ def run_state(folder: Path, overrides: list[str], force: bool) -> str:
     )
     if not (finished or resumable):
         return "fresh"
-    same = not config_drift(folder, overrides)
+    same = not config_drift(folder, overrides, accepted)
     if finished:
         return "done" if same else "mismatch"
     return "resume" if same else "fresh"
@@ -324,20 +325,21 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
 
     budget = budget_overrides(args)
     env = thread_env(args.jobs)
-    states = {run: run_state(run.folder(args.out), run_overrides(run, budget), args.force) for run in runs}
+    states = {
+        run: run_state(run.folder(args.out), run_overrides(run, budget), args.force, args.accept_drift)
+        for run in runs
+    }
     mismatched = [run for run, state in states.items() if state == "mismatch"]
     if mismatched:
-        listing = "".join(
-            f"\n  {run.folder(args.out)}:"
-            + "".join(
-                f"\n    {line}" for line in config_drift(run.folder(args.out), run_overrides(run, budget))
-            )
-            for run in mismatched
-        )
+        listing = ""
+        for run in mismatched:
+            drift = config_drift(run.folder(args.out), run_overrides(run, budget), args.accept_drift)
+            listing += f"\n  {run.folder(args.out)}:" + "".join(f"\n    {line}" for line in drift)
         raise SystemExit(
             f"{args.name}: {len(mismatched)} finished run(s) were trained under another configuration "
             f"than today's (run = the run's .hydra/config.yaml, now = its overrides composed today):{listing}\n"
-            "retrain them with --force, or give this budget its own --out folder"
+            "retrain them with --force, give this configuration its own --out folder, or reuse them with "
+            "--accept-drift KEY ... for keys whose difference does not change what the run trains"
         )
     todo = [run for run in runs if states[run] != "done"]
     print(f"{len(runs)} runs: {len(runs) - len(todo)} done already, {len(todo)} to train "
@@ -762,6 +764,7 @@ def budget_record(args: argparse.Namespace) -> dict:
         "jobs": args.jobs,
         "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
         "quick": args.quick,
+        "accepted_drift": args.accept_drift,
     }
 
 
@@ -839,7 +842,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_how_arguments(parser: argparse.ArgumentParser) -> None:
-    """Parallelism, folders and modes: --jobs, --out, --results, --force, --dry-run, --report-only."""
+    """Parallelism, folders and modes: --jobs, --out, --results, --force, --accept-drift, --dry-run, --report-only."""
     how = parser.add_argument_group("how")
     how.add_argument(
         "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
@@ -856,6 +859,15 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the JSON and the plot go (default benchmarks/results)",
     )
     how.add_argument("--force", action="store_true", help="retrain runs that are done already")
+    how.add_argument(
+        "--accept-drift",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="config keys or key prefixes (e.g. conditioning.svd_lora) whose difference between a run's "
+        "saved config and today's does not stop its reuse: say, keys added since whose defaults keep "
+        "the old behaviour",
+    )
     how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
 

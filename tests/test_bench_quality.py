@@ -345,6 +345,13 @@ def test_a_run_trained_under_another_default_is_a_mismatch_naming_the_key(tmp_pa
     with pytest.raises(SystemExit, match=rf"ppo\.vf_coef: run {now + 0.1}, now {now}") as stop:
         quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run"])
     assert str(folder) in str(stop.value) and "--force" in str(stop.value)
+    # Accepted by the user, the key (or a prefix of it, not a partial name) no longer counts.
+    assert quality.run_state(folder, overrides, force=False, accepted=["ppo.vf_coef"]) == "done"
+    assert quality.run_state(folder, overrides, force=False, accepted=["ppo.vf"]) == "mismatch"
+    assert (
+        quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run", "--accept-drift", "ppo"]) == 0
+    )
+    assert f"# done: {folder}" in capsys.readouterr().out
     # Unfinished, it starts over instead of resuming under the old default.
     (folder / "eval.json").unlink()
     (folder / "checkpoints").mkdir()
