@@ -21,7 +21,8 @@ neighbours.
 Runs go to ``<out>/sentiment_length/<algorithm>/<tag>/seed0`` (``--out``, default
 ``benchmarks/runs/quality``, shared with ``quality.py``); the conditioned ones have the tag
 ``conditioned``. Finished runs and evaluations are kept; an interrupted benchmark continues where it
-stopped (``quality.py``'s rules, ``--force`` retrains).
+stopped (``quality.py``'s rules: a run is reused only under today's effective configuration,
+``--force`` retrains).
 
 Run: ``.venv/bin/python benchmarks/conditioned.py``, ``--quick``, ``--dry-run`` (the commands only),
 ``--report-only`` (from the runs on disk). Writes ``benchmarks/results/conditioned.json`` and

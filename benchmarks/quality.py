@@ -15,9 +15,12 @@ precision, evaluation schedule), one ``python train.py`` subprocess per run, and
   as the reference point, IGD+ against the union's non-dominated points, and a plot.
 
 Runs go to ``<out>/<task>/<algorithm>/<preference tag>/seed<k>`` (``--out``, default
-``benchmarks/runs/quality``). A run whose folder holds ``eval.json`` is not run again, so an
+``benchmarks/runs/quality``). A run whose folder holds ``eval.json`` and whose configuration
+(``.hydra/config.yaml``) is the one its overrides compose to today is not run again, so an
 interrupted benchmark continues where it stopped; an unfinished run with ``checkpoints/last.ckpt``
-written under the same overrides resumes from it (``ckpt_path=last``); ``--force`` retrains.
+and today's configuration resumes from it (``ckpt_path=last``); a finished run under another
+configuration (another budget, or a default in ``conf/`` changed since) stops the benchmark, naming
+the keys that differ; ``--force`` retrains.
 
 Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
 2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -46,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
+from common import RESULTS, ROOT, compose, machine_info, write_result  # noqa: E402
 
 # Budgets every run gets, whatever its algorithm (flags override them).
 ITERATIONS = 12
@@ -88,6 +92,10 @@ QUICK = {
 }
 
 RUN_RECORD = "bench_run.json"  # the overrides, wall time and exit status of a run's invocations
+SAVED_CONFIG = Path(".hydra") / "config.yaml"  # the config Hydra saves for every train.py run
+# Config keys that differ between runs of one configuration: where the run writes (paths.*, which every
+# other folder key interpolates) and whether this invocation resumed (ckpt_path).
+PER_FOLDER_KEYS = ("paths", "ckpt_path")
 LOG = "bench.log"
 
 
@@ -191,21 +199,83 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def run_state(folder: Path, overrides: list[str], force: bool) -> str:
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are values."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@functools.cache
+def planned_config(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The flattened config ``train.py`` composes from ``overrides`` today, as Hydra saves it.
+
+    Through YAML and unresolved, like ``.hydra/config.yaml``: interpolations stay ``${...}`` on both
+    sides and enums become their names.
+    """
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.to_yaml(compose(list(overrides)))
+    return flatten(OmegaConf.to_container(OmegaConf.create(yaml), resolve=False))
+
+
+def config_drift(folder: Path, overrides: list[str], accepted: Sequence[str] = ()) -> list[str]:
+    """How the config ``folder``'s run trained under differs from the one ``overrides`` compose to today.
+
+    Compares the effective config, not the overrides: a default changed in ``conf/`` since the run
+    leaves its overrides as they were. Keys in ``PER_FOLDER_KEYS`` and ``accepted`` (keys or key
+    prefixes the user judged harmless, ``--accept-drift``) are ignored.
+
+    Returns:
+        one line per differing key, ``key: run <value>, now <value>`` (values as JSON; ``absent`` for
+        a key one side lacks), sorted; or one line saying the folder has no saved config. Empty when
+        the run is today's.
+    """
+    from omegaconf import OmegaConf
+
+    path = folder / SAVED_CONFIG
+    if not path.is_file():
+        return [f"no {SAVED_CONFIG.as_posix()}: the configuration it trained under is unknown"]
+    saved = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    planned = planned_config(tuple(overrides))
+
+    def ignored(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in (*PER_FOLDER_KEYS, *accepted))
+
+    def show(config: dict, key: str) -> str:
+        return json.dumps(config[key]) if key in config else "absent"
+
+    return [
+        f"{key}: run {show(saved, key)}, now {show(planned, key)}"
+        for key in sorted(saved.keys() | planned.keys())
+        if not ignored(key) and (key in saved, saved.get(key)) != (key in planned, planned.get(key))
+    ]
+
+
+def run_state(folder: Path, overrides: list[str], force: bool, accepted: Sequence[str] = ()) -> str:
     """What to do with a run's folder: "done", "resume", "fresh", or "mismatch".
 
-    "mismatch": the folder holds a finished run trained under other overrides (another budget, say):
-    neither reusable nor to be deleted without ``--force``.
+    "mismatch": the folder holds a finished run trained under another configuration than the one
+    ``overrides`` compose to today (another budget, or a default changed since; ``config_drift`` says
+    which keys): neither reusable nor to be deleted without ``--force``. An unfinished run under
+    another configuration starts over. Differences in ``accepted`` keys do not count.
     """
     if force:
         return "fresh"
-    record = read_json(folder / RUN_RECORD)
-    same = record is None or record.get("overrides") == overrides
-    if (folder / "eval.json").is_file():
+    finished = (folder / "eval.json").is_file()
+    resumable = (
+        read_json(folder / RUN_RECORD) is not None and (folder / "checkpoints" / "last.ckpt").is_file()
+    )
+    if not (finished or resumable):
+        return "fresh"
+    same = not config_drift(folder, overrides, accepted)
+    if finished:
         return "done" if same else "mismatch"
-    if record is not None and same and (folder / "checkpoints" / "last.ckpt").is_file():
-        return "resume"
-    return "fresh"
+    return "resume" if same else "fresh"
 
 
 def command(folder: Path, overrides: list[str], resume: bool) -> list[str]:
@@ -255,13 +325,21 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
 
     budget = budget_overrides(args)
     env = thread_env(args.jobs)
-    states = {run: run_state(run.folder(args.out), run_overrides(run, budget), args.force) for run in runs}
-    mismatched = [run.folder(args.out) for run, state in states.items() if state == "mismatch"]
+    states = {
+        run: run_state(run.folder(args.out), run_overrides(run, budget), args.force, args.accept_drift)
+        for run in runs
+    }
+    mismatched = [run for run, state in states.items() if state == "mismatch"]
     if mismatched:
-        listing = "\n  ".join(map(str, mismatched))
+        listing = ""
+        for run in mismatched:
+            drift = config_drift(run.folder(args.out), run_overrides(run, budget), args.accept_drift)
+            listing += f"\n  {run.folder(args.out)}:" + "".join(f"\n    {line}" for line in drift)
         raise SystemExit(
-            f"{args.name}: {len(mismatched)} finished run(s) were trained with other overrides:\n  {listing}\n"
-            "rerun them with --force, or give this budget its own --out folder"
+            f"{args.name}: {len(mismatched)} finished run(s) were trained under another configuration "
+            f"than today's (run = the run's .hydra/config.yaml, now = its overrides composed today):{listing}\n"
+            "retrain them with --force, give this configuration its own --out folder, or reuse them with "
+            "--accept-drift KEY ... for keys whose difference does not change what the run trains"
         )
     todo = [run for run in runs if states[run] != "done"]
     print(f"{len(runs)} runs: {len(runs) - len(todo)} done already, {len(todo)} to train "
@@ -686,6 +764,7 @@ def budget_record(args: argparse.Namespace) -> dict:
         "jobs": args.jobs,
         "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
         "quick": args.quick,
+        "accepted_drift": args.accept_drift,
     }
 
 
@@ -763,7 +842,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_how_arguments(parser: argparse.ArgumentParser) -> None:
-    """Parallelism, folders and modes: --jobs, --out, --results, --force, --dry-run, --report-only."""
+    """Parallelism, folders and modes: --jobs, --out, --results, --force, --accept-drift, --dry-run, --report-only."""
     how = parser.add_argument_group("how")
     how.add_argument(
         "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
@@ -780,6 +859,15 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the JSON and the plot go (default benchmarks/results)",
     )
     how.add_argument("--force", action="store_true", help="retrain runs that are done already")
+    how.add_argument(
+        "--accept-drift",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="config keys or key prefixes (e.g. conditioning.svd_lora) whose difference between a run's "
+        "saved config and today's does not stop its reuse: say, keys added since whose defaults keep "
+        "the old behaviour",
+    )
     how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
 

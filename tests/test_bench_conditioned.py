@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_bench_quality import OBJECTIVES, eval_record, write_run
+from test_bench_quality import OBJECTIVES, eval_record, save_config, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,6 +220,7 @@ def test_dry_run_prints_training_and_evaluation_of_what_is_missing(tmp_path, cap
     done = sweep[0].folder(out)  # one sweep run finished under the same overrides (by quality.py, say)
     write_run(done, SWEEP[0], preference=sweep[0].preference)
     record(done, quality.run_overrides(sweep[0], quality.budget_overrides(args)), 100.0)
+    save_config(done, quality.run_overrides(sweep[0], quality.budget_overrides(args)))
     half = runs[1].folder(out) / "preferences" / "0.1-0.9" / "eval.json"  # MORLHF evaluated at one point
     half.parent.mkdir(parents=True)
     half.write_text(json.dumps(eval_record([0.1, 0.1], algorithm="morlhf_prompt", preference=(0.1, 0.9))))

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ["sentiment", "length"]
@@ -294,12 +296,22 @@ def test_threads_split_the_cores_between_jobs():
     assert quality.thread_env(2, cores=16)["OMP_NUM_THREADS"] == "8"
 
 
+def save_config(folder: Path, overrides: list[str], changes: dict | None = None) -> None:
+    """What Hydra writes for every train.py run: the composed config, here with its folder spelled out."""
+    cfg = compose_config(overrides, output_dir=folder)
+    for key, value in (changes or {}).items():
+        OmegaConf.update(cfg, key, value)
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+
+
 def test_run_state_resume_rules(tmp_path):
     overrides = ["algorithm=pama", "iterations=30"]
     folder = tmp_path / "run"
     assert quality.run_state(folder, overrides, force=False) == "fresh"
     folder.mkdir()
     (folder / quality.RUN_RECORD).write_text(json.dumps({"overrides": overrides}))
+    save_config(folder, overrides)
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert quality.run_state(folder, overrides, force=False) == "resume"
@@ -308,6 +320,59 @@ def test_run_state_resume_rules(tmp_path):
     assert quality.run_state(folder, overrides, force=False) == "done"
     assert quality.run_state(folder, ["algorithm=pama", "iterations=8"], force=False) == "mismatch"
     assert quality.run_state(folder, overrides, force=True) == "fresh"
+
+
+# A finished run of the one-run plan below, whose overrides are today's too.
+ONE_RUN = ["--tasks", "sentiment_length", "--algorithms", "pama", "--seeds", "0", "--no-fronts"]
+
+
+def finished_run(out: Path) -> tuple[Path, list[str]]:
+    args = quality.parse_args([*ONE_RUN, "--out", str(out)])
+    (run,), _ = quality.plan_runs(args)
+    overrides = quality.run_overrides(run, quality.budget_overrides(args))
+    folder = run.folder(out)
+    write_run(folder, [0.3, 0.3])
+    (folder / quality.RUN_RECORD).write_text(json.dumps({"overrides": overrides}))
+    return folder, overrides
+
+
+def test_a_run_trained_under_another_default_is_a_mismatch_naming_the_key(tmp_path, capsys):
+    """Same overrides, but a default in conf/ changed since: the run is not today's, and the message says why."""
+    folder, overrides = finished_run(tmp_path / "runs")
+    now = compose_config(overrides).ppo.vf_coef
+    save_config(folder, overrides, {"ppo.vf_coef": now + 0.1})
+    assert quality.run_state(folder, overrides, force=False) == "mismatch"
+    with pytest.raises(SystemExit, match=rf"ppo\.vf_coef: run {now + 0.1}, now {now}") as stop:
+        quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert str(folder) in str(stop.value) and "--force" in str(stop.value)
+    # Accepted by the user, the key (or a prefix of it, not a partial name) no longer counts.
+    assert quality.run_state(folder, overrides, force=False, accepted=["ppo.vf_coef"]) == "done"
+    assert quality.run_state(folder, overrides, force=False, accepted=["ppo.vf"]) == "mismatch"
+    assert (
+        quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run", "--accept-drift", "ppo"]) == 0
+    )
+    assert f"# done: {folder}" in capsys.readouterr().out
+    # Unfinished, it starts over instead of resuming under the old default.
+    (folder / "eval.json").unlink()
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert quality.run_state(folder, overrides, force=False) == "fresh"
+
+
+def test_a_run_trained_under_today_s_config_is_done_whatever_its_folder(tmp_path, capsys):
+    folder, overrides = finished_run(tmp_path / "runs")
+    save_config(folder, overrides)  # paths.output_dir is this folder, not the planned run's placeholder
+    assert quality.run_state(folder, overrides, force=False) == "done"
+    assert quality.config_drift(folder, overrides) == []
+    assert quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert f"# done: {folder}" in capsys.readouterr().out
+
+
+def test_a_run_without_its_saved_config_is_a_mismatch(tmp_path):
+    folder, overrides = finished_run(tmp_path / "runs")
+    assert quality.run_state(folder, overrides, force=False) == "mismatch"
+    with pytest.raises(SystemExit, match=r"no \.hydra/config\.yaml"):
+        quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--dry-run"])
 
 
 def fake_train(calls, fail=()):
@@ -319,6 +384,7 @@ def fake_train(calls, fail=()):
             return real(cmd, **kwargs)
         calls.append(cmd)
         folder = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        save_config(folder, [a for a in cmd[2:] if not a.startswith("hydra.")])
         algorithm = next(a for a in cmd if a.startswith("algorithm=")).split("=", 1)[1]
         if any(f in str(folder) for f in fail):
             kwargs["stdout"].write("Traceback: boom\n")
@@ -365,7 +431,7 @@ def test_done_runs_are_skipped_failures_reported_and_exit_non_zero(tmp_path, mon
     assert quality.main([*args, "--force"]) == 0  # retrains all four in emptied folders
     assert len(calls) == 4 and not any("ckpt_path=last" in c for c in calls)
     assert "boom" not in log.read_text() and not (log.parent / "checkpoints").exists()
-    with pytest.raises(SystemExit, match="trained with other overrides"):
+    with pytest.raises(SystemExit, match="iterations: run 7, now 9"):
         quality.main([*args[:-4], "--iterations", "9"])
 
 
@@ -385,3 +451,8 @@ def test_real_tiny_runs_through_the_benchmark(tmp_path):
     assert payload["runs"][1]["eval"]["preference"] == pytest.approx([0.8, 0.2])
     assert payload["fronts"]["metrics"][0]["runs"] == 2 and (results / "quality_quick_front.png").is_file()
     assert "2 runs: 0 done already, 2 to train" in done.stdout
+    # The configs Hydra saved for the real runs are today's: a rerun reuses both.
+    again = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "2 runs: 2 done already, 0 to train" in again.stdout, again.stderr[
+        -3000:
+    ]
