@@ -690,14 +690,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         payload = report(args, conditioned, sweep_runs, failed)
+    incomplete = quality.print_problems(payload, failed, "step(s)")
     if failed:
-        print(
-            f"\n{len(failed)} step(s) failed:", *(f"  {log}" for _, log in failed), sep="\n", file=sys.stderr
-        )
         return 1
-    missing = [r["run_dir"] for r in payload["runs"] if r["status"] != "done"]
-    if missing:
-        print(f"\n{len(missing)} run(s) have no eval.json:", *missing, sep="\n  ", file=sys.stderr)
     if payload["missing_evaluations"]:
         print(
             "\nnot evaluated at every preference:",
@@ -705,9 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sep="\n  ",
             file=sys.stderr,
         )
-    if missing or payload["missing_evaluations"]:
-        return 1
-    return 0
+    return 1 if incomplete or payload["missing_evaluations"] else 0
 
 
 if __name__ == "__main__":

@@ -872,6 +872,13 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")
 
 
+def fill_unset(args: argparse.Namespace, defaults: dict[str, Any], presets: dict[str, Any]) -> None:
+    """Each flag in ``defaults`` left unset: ``presets``' value (``--quick``'s), else the default."""
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, presets.get(key, default))
+
+
 def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Fill the budget and --jobs: a flag, else ``--quick``'s preset, else the default; resolve the folders.
 
@@ -887,9 +894,7 @@ def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         "eval_every": EVAL_EVERY,
         "jobs": 1,
     }
-    for key, default in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, presets.get(key, default))
+    fill_unset(args, defaults, presets)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.out = (
@@ -949,9 +954,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "front_algorithms": FRONT_ALGORITHMS,
         "front_preferences": FRONT_PREFERENCES,
     }
-    for key, default in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, presets.get(key, default))
+    fill_unset(args, defaults, presets)
     resolve_budget(args, parser)
     if args.no_fronts:
         args.front_algorithms = []
@@ -967,6 +970,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def print_problems(payload: dict, failed: list[tuple[Run, Path]], noun: str) -> bool:
+    """Name on stderr the failed steps (their logs), else the runs without ``eval.json``; any of either?"""
+    if failed:
+        print(
+            f"\n{len(failed)} {noun} failed:", *(f"  {log}" for _, log in failed), sep="\n", file=sys.stderr
+        )
+        return True
+    missing = [r["run_dir"] for r in payload["runs"] if r["status"] != "done"]
+    if missing:
+        print(f"\n{len(missing)} run(s) have no eval.json:", *missing, sep="\n  ", file=sys.stderr)
+    return bool(missing)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seed_runs, front_runs = plan_runs(args)
@@ -978,16 +994,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         payload = report(args, seed_runs, front_runs, failed)
-    if failed:
-        print(
-            f"\n{len(failed)} run(s) failed:", *(f"  {log}" for _, log in failed), sep="\n", file=sys.stderr
-        )
-        return 1
-    missing = [r["run_dir"] for r in payload["runs"] if r["status"] != "done"]
-    if missing:
-        print(f"\n{len(missing)} run(s) have no eval.json:", *missing, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if print_problems(payload, failed, "run(s)") else 0
 
 
 if __name__ == "__main__":
