@@ -218,3 +218,28 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
     _assert_continues(_metrics(tmp_path / "uninterrupted"), run_dir)
     digests = [(d / "rank_weights.json").read_text() for d in (tmp_path / "uninterrupted", run_dir)]
     assert digests[0] == digests[1]
+
+
+def test_a_finished_run_continues_in_a_new_folder_with_more_iterations(tmp_path):
+    """A checkpoint written at its run's last iteration continues when `iterations` is raised (Lightning
+    had marked its epoch as on its last batch, so the continued run used to end at once, training
+    nothing), and one whose iterations are all done is refused before any model loads."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = [*TINY, "callbacks.checkpoint.every_n_iterations=1"]  # TINY: 3 iterations
+    proc = run_train(base, first)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    last = first / "checkpoints" / "last.ckpt"
+    assert read_run_state(last)["completed_iterations"] == 3
+
+    proc = run_train([*base, "iterations=5", f"ckpt_path={last}"], second)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(_metrics(second)) == [3, 4], "the two added iterations trained"
+    assert json.loads((second / "eval.json").read_text())["iteration"] == 5
+
+    proc = run_train([*base, "iterations=3", f"ckpt_path={last}"], tmp_path / "third")
+    assert proc.returncode != 0
+    assert (
+        f"checkpoint {str(last)!r} has 3 completed iterations and this run has iterations=3: there is "
+        "nothing left to train; to continue it, set iterations= above 3"
+    ) in proc.stderr
+    assert not (tmp_path / "third" / "csv").exists()

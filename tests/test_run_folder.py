@@ -70,14 +70,19 @@ def test_which_folders_a_run_may_use(tmp_path):
         check_folder(unfinished, foreign)
 
     finished = _old_run(tmp_path / "finished", finished=True)
-    for ckpt_path, what in ((None, "would overwrite it"), ("last", "resumes nothing")):
+    last = finished / "checkpoints" / "last.ckpt"
+    further = f" (to train it further, continue its checkpoint in the new folder: `ckpt_path={last} iterations="
+    for ckpt_path, what, tail in (
+        (None, "would overwrite it", ""),
+        ("last", "resumes nothing", further + "<more than it ran>`)"),
+    ):
         with pytest.raises(RunFolderError) as err:
             check_folder(finished, ckpt_path)
         assert str(err.value).startswith(
             f"paths.output_dir={str(finished)!r} holds a finished run (eval.json, final/"
         )
         assert str(err.value).endswith(
-            f"a run there {what}: choose another folder with hydra.run.dir=<new folder>"
+            f"a run there {what}: choose another folder with hydra.run.dir=<new folder>{tail}"
         )
 
 

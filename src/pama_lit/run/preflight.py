@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 
 from pama_lit.infra.checkpointing import load_checkpoint_file, run_state
+from pama_lit.run import run_folder
 from pama_lit.run.config import ConfigError
 from pama_lit.training.combiners import COMBINERS
 
@@ -26,11 +27,15 @@ def preflight(cfg: DictConfig, ckpt_path: str | None) -> None:
 
     Raises:
         ConfigError: unwritable output folder; a checkpoint for other objectives, value heads or
-            LoRA adapters.
+            LoRA adapters, or with no iterations left to train.
+        RunFolderError: the folder holds a finished run, or another run's results.
         CheckpointError: a missing, damaged or unsafe checkpoint.
         HubModelUnavailable: a hub model or data set that cannot be had.
     """
-    check_output_dir(Path(cfg.paths.output_dir))
+    folder = Path(cfg.paths.output_dir)
+    check_output_dir(folder)
+    if run_folder.is_launching_process():
+        run_folder.check_folder(folder, ckpt_path)  # what the folder holds first, as Hydra's callback does
     if ckpt_path is not None:
         check_checkpoint(ckpt_path, cfg)
     check_hub_sources(cfg)
@@ -55,6 +60,13 @@ def check_checkpoint(path: str, cfg: DictConfig) -> None:
     value heads and LoRA adapters (or SVD-LoRA's: ``conditioning=svd_lora`` on both sides)."""
     checkpoint = load_checkpoint_file(path)
     state = run_state(checkpoint, path)
+    completed = state.get("completed_iterations")
+    if completed is not None and int(completed) >= cfg.iterations:
+        raise ConfigError(
+            f"checkpoint {path!r} has {int(completed)} completed iterations and this run has "
+            f"iterations={cfg.iterations}: there is nothing left to train; to continue it, set iterations= "
+            f"above {int(completed)}"
+        )
     objectives = [str(k) for k in cfg.objective.rewards]
     if list(state["objectives"]) != objectives:
         raise ConfigError(

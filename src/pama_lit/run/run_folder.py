@@ -83,8 +83,15 @@ def check_folder(folder: Path, ckpt_path: str | None) -> None:
     elsewhere = "choose another folder with hydra.run.dir=<new folder>"
     if FINISHED in found:
         what = "resumes nothing" if ckpt_path is not None else "would overwrite it"
+        further = ""
+        if ckpt_path is not None:
+            further = (
+                f" (to train it further, continue its checkpoint in the new folder: "
+                f"`ckpt_path={folder / 'checkpoints' / 'last.ckpt'} iterations=<more than it ran>`)"
+            )
         raise RunFolderError(
-            f"paths.output_dir={str(folder)!r} holds a finished run ({held}); a run there {what}: {elsewhere}"
+            f"paths.output_dir={str(folder)!r} holds a finished run ({held}); a run there {what}: "
+            f"{elsewhere}{further}"
         )
     if ckpt_path is None:
         raise RunFolderError(

@@ -926,6 +926,12 @@ class PamaModule(L.LightningModule):
         self.completed_iterations = int(
             state.get("completed_iterations", checkpoint.get("global_step", 0) // steps_per_iteration)
         )
+        # A checkpoint written at its run's last iteration has Lightning's epoch marked as on its last
+        # batch, so a run that raises `iterations` and continues it would end at once, training nothing.
+        # This run's data (the iterations after `completed_iterations`) decides where the epoch ends.
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if isinstance(progress, dict) and progress.get("is_last_batch"):
+            progress["is_last_batch"] = False
         states = state["rng"]
         if len(states) == distributed.world_size():
             restore_rng(states[distributed.rank()])
