@@ -85,6 +85,10 @@ def test_veto_threshold_leaves_out_light_objectives_only_for_pama():
             r"veto_threshold=0.3: algorithm=morlhf .*pama, pama_batch",
         ),
         ("algorithm=mgda_ub algorithm.veto_threshold=0.3", r"veto_threshold=0.3: algorithm=mgda_ub"),
+        (
+            "algorithm=morlhf algorithm.min_score_std=0.01",
+            r"min_score_std=0.01: algorithm=morlhf .*ignore this; .*pama, pama_batch .*default 1e-06",
+        ),
     ],
 )
 def test_bad_exclusion_settings_are_refused(override, match):

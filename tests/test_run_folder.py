@@ -71,7 +71,9 @@ def test_which_folders_a_run_may_use(tmp_path):
 
     finished = _old_run(tmp_path / "finished", finished=True)
     last = finished / "checkpoints" / "last.ckpt"
-    further = f" (to train it further, continue its checkpoint in the new folder: `ckpt_path={last} iterations="
+    further = (
+        f" (to train it further, continue its checkpoint in the new folder: `ckpt_path={last} iterations="
+    )
     for ckpt_path, what, tail in (
         (None, "would overwrite it", ""),
         ("last", "resumes nothing", further + "<more than it ran>`)"),

@@ -18,6 +18,7 @@ from pama_lit.core.ops import KL_ESTIMATORS
 from pama_lit.core.preference import resolve_preference, simplex_grid
 from pama_lit.run.schema import (
     SEED,
+    AlgorithmConfig,
     ModelConfig,
     RolloutConfig,
     Rule,
@@ -159,15 +160,24 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_exclusion(algorithm: DictConfig, preference) -> None:
-    """PAMA's veto threshold keeps at least the heaviest objective (at or below the largest weight)."""
+    """PAMA's veto threshold keeps at least the heaviest objective (at or below the largest weight);
+    neither exclusion key is set for an algorithm without a min, which would ignore it."""
     threshold = algorithm.veto_threshold
     combiner = COMBINERS.get(algorithm.name)
-    if threshold > 0 and combiner is not None and not combiner.excludes_objectives:
-        excluding = sorted(n for n, c in COMBINERS.items() if c.excludes_objectives)
-        raise ConfigError(
-            f"algorithm.veto_threshold={threshold}: algorithm={algorithm.name} has no min to leave objectives "
-            f"out of; the threshold applies to {', '.join(excluding)} (use 0 here)"
-        )
+    if combiner is not None and not combiner.excludes_objectives:
+        excluding = ", ".join(sorted(n for n, c in COMBINERS.items() if c.excludes_objectives))
+        if threshold > 0:
+            raise ConfigError(
+                f"algorithm.veto_threshold={threshold}: algorithm={algorithm.name} has no min to leave "
+                f"objectives out of; the threshold applies to {excluding} (use 0 here)"
+            )
+        default = AlgorithmConfig.min_score_std
+        if algorithm.min_score_std != default:
+            raise ConfigError(
+                f"algorithm.min_score_std={algorithm.min_score_std}: algorithm={algorithm.name} has no min "
+                f"to leave objectives out of, so it would ignore this; it applies to {excluding} (leave "
+                f"it at its default {default:g} here)"
+            )
     top = float(preference.max())
     if threshold > top:
         raise ConfigError(
