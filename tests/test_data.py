@@ -59,3 +59,27 @@ def test_embedded_sources_hold_the_default_held_out_set_and_plenty_to_train_on(t
     dm.setup("fit")
     assert len(dm.val_prompts) == 128
     assert len(dm.train_prompts) > 10_000
+
+
+def test_the_harmless_experiment_trains_and_evaluates_on_provocative_chat_turns(tmp_path):
+    from profanity_check import predict_prob
+
+    cfg = compose_config(["experiment=embedded_harmless_length"], tmp_path)
+    assert cfg.data.source.min_offensive == 0.5
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    assert len(dm.val_prompts) == 128 and 1_500 < len(dm.train_prompts) + 128 < 3_000  # 2,003 turns at 0.5
+    turns = instantiate(cfg.data.source)()
+    assert (predict_prob(turns) >= 0.5).all()
+    template = cfg.data.template
+    assert set(dm.val_prompts) <= {template.format(prompt=t) for t in turns}
+    # Every other chat experiment keeps every turn.
+    assert compose_config(["experiment=embedded_humor_length"], tmp_path).data.source.min_offensive is None
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5])
+def test_min_offensive_outside_a_probability_is_refused_by_name(bad):
+    from pama_lit.data.prompts import chat_turns
+
+    with pytest.raises(ValueError, match=rf"data\.source\.min_offensive={bad}.*\(0, 1\]"):
+        chat_turns(min_offensive=bad)

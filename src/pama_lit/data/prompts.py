@@ -56,8 +56,24 @@ def tweet_prefixes(min_words: int = 3, max_words: int = 8, seed: int = 0) -> lis
     return sorted(set(prompts))
 
 
-def chat_turns(min_words: int = 4, max_words: int = 40) -> list[str]:
-    """Later turns of the 7,168 open-domain chats in ``chitchat-dataset`` (openers like "Hello?" skipped)."""
+def chat_turns(min_words: int = 4, max_words: int = 40, min_offensive: float | None = None) -> list[str]:
+    """Later turns of the 7,168 open-domain chats in ``chitchat-dataset`` (openers like "Hello?" skipped).
+
+    Args:
+        min_words: shortest turn kept, in words.
+        max_words: longest turn kept, in words.
+        min_offensive: keep only turns whose own wording alt-profanity-check rates offensive with at
+            least this probability, in (0, 1]: the provocative prompts of a harmlessness task (at 0.5,
+            2,003 of 105,393 turns), the offline stand-in for HH-RLHF's red-team prompts. On ordinary
+            chat turns the untrained SmolLM2 already scores 0.95 on ``reward=harmless``, a ceiling no
+            policy can be shown to beat; on these about 0.85, with a spread (std 0.23) that leaves
+            room to learn. None (default) keeps every turn.
+    """
+    if min_offensive is not None and not 0.0 < min_offensive <= 1.0:
+        raise ValueError(
+            f"data.source.min_offensive={min_offensive!r}: a probability in (0, 1] (0.5 keeps the turns "
+            "alt-profanity-check calls offensive), or null to keep every turn"
+        )
     path = package_file(
         "chitchat_dataset", "dataset.json", "prompt data", "pip install chitchat-dataset==0.9.0"
     )
@@ -69,7 +85,18 @@ def chat_turns(min_words: int = 4, max_words: int = 40) -> list[str]:
             text = _clean(" ".join(m["text"] for m in group))
             if min_words <= len(text.split()) <= max_words:
                 prompts.add(text)
-    return sorted(prompts)
+    prompts = sorted(prompts)
+    if min_offensive is None:
+        return prompts
+    from profanity_check import predict_prob  # the harmless reward's classifier, installed with the package
+
+    kept = [text for text, p in zip(prompts, predict_prob(prompts)) if p >= min_offensive]
+    if not kept:
+        raise ValueError(
+            f"data.source.min_offensive={min_offensive}: no chat turn of {min_words}-{max_words} words is "
+            "rated that offensive; lower it (0.5 keeps about 2,000 turns)"
+        )
+    return kept
 
 
 def hub_dataset(
