@@ -171,16 +171,35 @@ def naive_monte_carlo_advantages(scores, kl, mask, beta, gamma) -> torch.Tensor:
     return out
 
 
+def naive_kl_share(scores, kl, mask, beta, gamma) -> list[float]:
+    """Per objective: the variance over response tokens of the KL penalty's part of the return, over
+    that part's plus the score's part's variance, by loops."""
+    shares = []
+    for i in range(scores.shape[1]):
+        score_part, kl_part = [], []
+        for b in range(scores.shape[0]):
+            length = int(mask[b].sum())
+            for t in range(length):
+                score_part.append(gamma ** (length - 1 - t) * float(scores[b, i]))
+                kl_part.append(sum(gamma ** (s - t) * -beta * float(kl[b, s]) for s in range(t, length)))
+        var_score = torch.tensor(score_part, dtype=torch.float64).var()
+        var_kl = torch.tensor(kl_part, dtype=torch.float64).var()
+        shares.append(float(var_kl / (var_kl + var_score)))
+    return shares
+
+
 @pytest.mark.parametrize("algorithm", ["pama", "morlhf", "mgda"])
 def test_logged_stationarity_is_the_oracle_of_each_objectives_own_return(tmp_path, monkeypatch, algorithm):
     """The same measure whatever the algorithm: morlhf's scalarised stream and Noon play no part."""
     oracles: list[torch.Tensor] = []
+    shares: list[list[float]] = []
     original = PamaModule.pareto_diagnostics
 
     def spy(self, rollout, scores, kl):
         advantages = naive_monte_carlo_advantages(
             scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma
         ).to(rollout.logprobs.dtype)
+        shares.append(naive_kl_share(scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma))
         rows = torch.arange(len(rollout.texts) // self.ppo_cfg.num_minibatches)
         oracles.append(flat_policy_gradients(self.policy, rollout, advantages, rows))
         return original(self, rollout, scores, kl)
@@ -196,11 +215,15 @@ def test_logged_stationarity_is_the_oracle_of_each_objectives_own_return(tmp_pat
     rows = logged_rows(cfg)
     measured = [step for step, metrics in rows.items() if not math.isnan(metrics["train/diag/min_norm"])]
     assert measured == [0, 2] and len(oracles) == 2
+    assert all(0 < s < 1 for s in shares[1]), "after an update the KL part varies too"
     # Between measurements every diag value is NaN, not the last measurement again.
     assert all(math.isnan(v) for k, v in rows[1].items() if k.startswith("train/diag/"))
     assert {k for k in rows[1] if "/diag/" in k} == {k for k in rows[0] if "/diag/" in k}
-    for step, grads in zip(measured, oracles, strict=True):
+    for step, grads, share in zip(measured, oracles, shares, strict=True):
         logged = rows[step]
+        assert [logged["train/diag/kl_share/vowels"], logged["train/diag/kl_share/spaces"]] == pytest.approx(
+            share, rel=1e-4, abs=1e-7
+        )
         norms = grads.norm(dim=-1)
         best, _ = brute_force_min_norm(grads, steps=2000)
         assert logged["train/diag/min_norm"] == pytest.approx(float(best), abs=1e-3 * float(norms.max()))

@@ -554,11 +554,31 @@ class PamaModule(L.LightningModule):
         mask = rollout.response_mask
         rewards = ops.shape_rewards(scores, kl, mask, self.kl_ctl.value)
         returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg.gamma, 1.0)
+        kl_share = self.kl_share(returns, scores, kl, mask)
         advantages = distributed.masked_whiten(returns, mask)
         idx = torch.arange(rollout.responses.shape[0] // cfg.num_minibatches, device=self.device)
         # With dropout on, the extra forward would draw from the random stream the update then uses.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            return pareto_diagnostic(self.policy, rollout, advantages, idx, cfg.clip_coef, self.temperature)
+            stats = pareto_diagnostic(self.policy, rollout, advantages, idx, cfg.clip_coef, self.temperature)
+        return {**stats, "diag/kl_share": kl_share}
+
+    def kl_share(
+        self, returns: torch.Tensor, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(K,) how much of each objective's return spread is the KL penalty's, in [0, 1].
+
+        A return splits into the score's part (the score, discounted from the last token) and the
+        KL-penalty part, which every objective shares. The share is var(KL part) / (var(KL part) +
+        var(score part)) over every rank's response tokens. Near 1, whitening turns the objective into
+        a second KL term (an objective whose scores barely vary); near 0, its scores drive its advantage.
+        """
+        cfg = self.ppo_cfg
+        score_rewards = ops.shape_rewards(scores, kl, mask, 0.0)
+        score_returns, _ = ops.gae(score_rewards, torch.zeros_like(score_rewards), mask, cfg.gamma, 1.0)
+        var_score = distributed.masked_var(score_returns, mask)
+        var_kl = distributed.masked_var(returns - score_returns, mask)
+        total = var_kl + var_score
+        return torch.where(total > 0, var_kl / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
     def unmeasured_diagnostics(self) -> dict[str, torch.Tensor]:
         """NaN for every ``train/diag/*`` value, logged on the iterations between two measurements.
@@ -567,7 +587,7 @@ class PamaModule(L.LightningModule):
         would read as a fresh measurement.
         """
         nan = torch.full((len(self.objectives),), float("nan"), device=self.device)
-        stats = {"diag/min_norm": nan[0], "diag/weight": nan, "diag/grad_norm": nan}
+        stats = {"diag/min_norm": nan[0], "diag/weight": nan, "diag/grad_norm": nan, "diag/kl_share": nan}
         if len(self.objectives) > 1:
             stats["diag/grad_cos"] = nan[0]
         return stats
@@ -737,6 +757,7 @@ class PamaModule(L.LightningModule):
             "pareto/noon_zero_frac": ("pareto/noon_zero_frac", trained),
             "diag/weight": ("diag/weight", scored),
             "diag/grad_norm": ("diag/grad_norm", scored),
+            "diag/kl_share": ("diag/kl_share", scored),
             "pareto/excluded": ("pareto/excluded", scored),
         }
         for key, value in stats.items():
