@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_runs import TINY, iteration_metrics, run_train, start_train
+from train_runs import TINY, iteration_metrics, run_train, start_train, train_env
 
 from pama_lit.infra.checkpointing import (
     AtomicCheckpointIO,
@@ -243,3 +243,30 @@ def test_a_finished_run_continues_in_a_new_folder_with_more_iterations(tmp_path)
         "nothing left to train; to continue it, set iterations= above 3"
     ) in proc.stderr
     assert not (tmp_path / "third" / "csv").exists()
+
+
+def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
+    """W&B offline: the killed run and its resumption log to one W&B run id; a new folder starts a new one."""
+    from pama_lit.run.train import resumed_wandb_id
+
+    run_dir = tmp_path / "run"
+    env = train_env(WANDB_MODE="offline", WANDB_API_KEY="", NETRC=str(tmp_path / "no_netrc"))
+    overrides = [*TINY, "iterations=3", "logger=[csv,wandb]", "callbacks.checkpoint.every_n_iterations=1"]
+    proc = start_train(overrides, run_dir, tmp_path / "killed.log", env=env)
+    try:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        _wait_for(lambda: last.is_file() and any(s >= STEPS_PER_ITERATION for s in _checkpoint_steps(run_dir)), proc)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    saved = read_run_state(run_dir / "checkpoints" / "last.ckpt")["wandb_id"]
+    assert saved and resumed_wandb_id(str(run_dir / "checkpoints" / "last.ckpt"), run_dir) == saved
+
+    resumed = run_train([*overrides, "ckpt_path=last"], run_dir, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"the checkpoint's W&B run {saved} continues" in resumed.stdout + resumed.stderr
+    folders = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and {name.rsplit("-", 1)[-1] for name in folders} == {saved}, folders
+    # Another folder started from this run's checkpoint is a run of its own.
+    assert resumed_wandb_id(str(run_dir / "checkpoints" / "last.ckpt"), tmp_path / "elsewhere") is None

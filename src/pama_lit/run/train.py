@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit.infra.atomic import write_json_atomic
-from pama_lit.infra.checkpointing import interrupt_status
+from pama_lit.infra.checkpointing import interrupt_status, read_run_state
 from pama_lit.infra.redact import redact
 from pama_lit.rewards import Normalized, build_rewards
 from pama_lit.run import run_folder
@@ -113,7 +113,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
     module = build_module(cfg, rewards)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, wandb_id=resumed_wandb_id(ckpt_path, output_dir))
     if trainer.world_size > 1 and any(
         isinstance(r, Normalized) and r.kind == "running" for r in rewards.values()
     ):
@@ -181,8 +181,8 @@ def conditioning_config(cfg: DictConfig) -> ConditioningConfig | None:
     return typed(ConditioningConfig, section)
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer with the configured callbacks and loggers."""
+def build_trainer(cfg: DictConfig, wandb_id: str | None = None) -> L.Trainer:
+    """The Lightning Trainer with the configured callbacks and loggers (``build_loggers``)."""
     callbacks = []
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
         cb_cfg = cb_cfg.copy()
@@ -193,7 +193,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                 cb_cfg.every_n_train_steps = cb_cfg.pop("every_n_iterations") * steps
         log.info("Callback %s <%s>", name, cb_cfg._target_)
         callbacks.append(instantiate(cb_cfg))
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, wandb_id)
     val_every = max(1, min(cfg.eval.every_n_iterations, cfg.iterations))
     log.info("Trainer <%s>", cfg.trainer._target_)
     return instantiate(
@@ -201,11 +201,20 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     )
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate ``cfg.logger``; a W&B logger without an API key falls back to offline mode."""
+def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
+    """Instantiate ``cfg.logger``; a W&B logger without an API key falls back to offline mode.
+
+    Args:
+        wandb_id: the W&B run to continue (a run resumed in its own folder), unless ``logger.wandb.id``
+            names one; None starts a new W&B run.
+    """
     loggers = []
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         lg_cfg = lg_cfg.copy()
+        if lg_cfg._target_.endswith("WandbLogger") and wandb_id and not lg_cfg.get("id"):
+            log.info("Logger %s: the checkpoint's W&B run %s continues", name, wandb_id)
+            with open_dict(lg_cfg):
+                lg_cfg.id = wandb_id
         if lg_cfg._target_.endswith("WandbLogger") and not lg_cfg.get("offline") and not wandb_has_key():
             log.warning(
                 "No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later"
@@ -217,6 +226,17 @@ def build_loggers(cfg: DictConfig) -> list:
     for logger in loggers:
         logger.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))  # no keys or tokens
     return loggers
+
+
+def resumed_wandb_id(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """The W&B run id a checkpoint of this run's own folder recorded, else None.
+
+    A run resumed in its folder continues its W&B run, as it continues its CSV file; one started
+    in a new folder from another run's checkpoint is a new run in both.
+    """
+    if ckpt_path is None or Path(output_dir).resolve() not in Path(ckpt_path).resolve().parents:
+        return None
+    return read_run_state(ckpt_path).get("wandb_id")
 
 
 def wandb_has_key() -> bool:

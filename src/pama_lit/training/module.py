@@ -919,9 +919,17 @@ class PamaModule(L.LightningModule):
             "skipped_samples": self.skipped_samples,
             "completed_iterations": self.completed_iterations,
             "reward_normalizers": self._normalizers_state(),
+            "wandb_id": self.wandb_run_id(),  # a run resumed in its folder continues this W&B run
             # One entry per rank, in types that torch.load(weights_only=True) accepts.
             "rng": distributed.gather_objects(capture_rng()),
         }
+
+    def wandb_run_id(self) -> str | None:
+        """The id of the W&B run this run logs to (rank 0 writes checkpoints and holds it), else None."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        ids = [lg.version for lg in self.loggers if isinstance(lg, WandbLogger)]
+        return str(ids[0]) if ids and ids[0] else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("pama")
