@@ -90,7 +90,7 @@ def chat_turns(min_words: int = 4, max_words: int = 40, min_offensive: float | N
         return prompts
     from profanity_check import predict_prob  # the harmless reward's classifier, installed with the package
 
-    kept = [text for text, p in zip(prompts, predict_prob(prompts)) if p >= min_offensive]
+    kept = [text for text, p in zip(prompts, predict_prob(prompts), strict=True) if p >= min_offensive]
     if not kept:
         raise ValueError(
             f"data.source.min_offensive={min_offensive}: no chat turn of {min_words}-{max_words} words is "
