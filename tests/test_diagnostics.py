@@ -199,7 +199,9 @@ def test_logged_stationarity_is_the_oracle_of_each_objectives_own_return(tmp_pat
         advantages = naive_monte_carlo_advantages(
             scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma
         ).to(rollout.logprobs.dtype)
-        shares.append(naive_kl_share(scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma))
+        shares.append(
+            naive_kl_share(scores, kl, rollout.response_mask, self.kl_ctl.value, self.ppo_cfg.gamma)
+        )
         rows = torch.arange(len(rollout.texts) // self.ppo_cfg.num_minibatches)
         oracles.append(flat_policy_gradients(self.policy, rollout, advantages, rows))
         return original(self, rollout, scores, kl)

@@ -255,7 +255,9 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     proc = start_train(overrides, run_dir, tmp_path / "killed.log", env=env)
     try:
         last = run_dir / "checkpoints" / "last.ckpt"
-        _wait_for(lambda: last.is_file() and any(s >= STEPS_PER_ITERATION for s in _checkpoint_steps(run_dir)), proc)
+        _wait_for(
+            lambda: last.is_file() and any(s >= STEPS_PER_ITERATION for s in _checkpoint_steps(run_dir)), proc
+        )
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:

@@ -578,7 +578,9 @@ class PamaModule(L.LightningModule):
         var_score = distributed.masked_var(score_returns, mask)
         var_kl = distributed.masked_var(returns - score_returns, mask)
         total = var_kl + var_score
-        return torch.where(total > 0, var_kl / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+        return torch.where(
+            total > 0, var_kl / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total)
+        )
 
     def unmeasured_diagnostics(self) -> dict[str, torch.Tensor]:
         """NaN for every ``train/diag/*`` value, logged on the iterations between two measurements.
