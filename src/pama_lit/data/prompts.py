@@ -66,8 +66,8 @@ def chat_turns(min_words: int = 4, max_words: int = 40, min_offensive: float | N
             least this probability, in (0, 1]: the provocative prompts of a harmlessness task (at 0.5,
             2,003 of 105,393 turns), the offline stand-in for HH-RLHF's red-team prompts. On ordinary
             chat turns the untrained SmolLM2 already scores 0.95 on ``reward=harmless``, a ceiling no
-            policy can be shown to beat; on these about 0.85, with a spread (std 0.23) that leaves
-            room to learn. None (default) keeps every turn.
+            policy can be shown to beat; on 128 held-out ones of these, 0.904 (std 0.157), which
+            leaves room to learn. None (default) keeps every turn.
     """
     if min_offensive is not None and not 0.0 < min_offensive <= 1.0:
         raise ValueError(
