@@ -251,6 +251,10 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
 
     run_dir = tmp_path / "run"
     env = train_env(WANDB_MODE="offline", WANDB_API_KEY="", NETRC=str(tmp_path / "no_netrc"))
+    # An earlier in-process W&B test leaves this suite's W&B service in WANDB_SERVICE. A child that
+    # inherits it shares that service, which still holds the killed child's run id ("run ID is in use").
+    # Runs started from a shell each start their own service.
+    env.pop("WANDB_SERVICE", None)
     overrides = [*TINY, "iterations=3", "logger=[csv,wandb]", "callbacks.checkpoint.every_n_iterations=1"]
     proc = start_train(overrides, run_dir, tmp_path / "killed.log", env=env)
     try:
