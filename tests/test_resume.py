@@ -247,6 +247,8 @@ def test_a_finished_run_continues_in_a_new_folder_with_more_iterations(tmp_path)
 
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     """W&B offline: the killed run and its resumption log to one W&B run id; a new folder starts a new one."""
+    from omegaconf import OmegaConf
+
     from pama_lit.run.train import resumed_wandb_id
 
     run_dir = tmp_path / "run"
@@ -267,7 +269,13 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     finally:
         proc.kill()
     saved = read_run_state(run_dir / "checkpoints" / "last.ckpt")["wandb_id"]
-    assert saved and resumed_wandb_id(str(run_dir / "checkpoints" / "last.ckpt"), run_dir) == saved
+    last = str(run_dir / "checkpoints" / "last.ckpt")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert saved and resumed_wandb_id(cfg, last, run_dir) == saved
+    # Without a W&B logger the checkpoint's id plays no part.
+    csv_only = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "logger"])
+    csv_only.logger = {"csv": cfg.logger.csv}
+    assert resumed_wandb_id(csv_only, last, run_dir) is None
 
     resumed = run_train([*overrides, "ckpt_path=last"], run_dir, env=env)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -275,4 +283,4 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     folders = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and {name.rsplit("-", 1)[-1] for name in folders} == {saved}, folders
     # Another folder started from this run's checkpoint is a run of its own.
-    assert resumed_wandb_id(str(run_dir / "checkpoints" / "last.ckpt"), tmp_path / "elsewhere") is None
+    assert resumed_wandb_id(cfg, last, tmp_path / "elsewhere") is None

@@ -113,7 +113,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
     module = build_module(cfg, rewards)
-    trainer = build_trainer(cfg, wandb_id=resumed_wandb_id(ckpt_path, output_dir))
+    trainer = build_trainer(cfg, wandb_id=resumed_wandb_id(cfg, ckpt_path, output_dir))
     if trainer.world_size > 1 and any(
         isinstance(r, Normalized) and r.kind == "running" for r in rewards.values()
     ):
@@ -228,12 +228,16 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
     return loggers
 
 
-def resumed_wandb_id(ckpt_path: str | None, output_dir: Path) -> str | None:
+def resumed_wandb_id(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> str | None:
     """The W&B run id a checkpoint of this run's own folder recorded, else None.
 
     A run resumed in its folder continues its W&B run, as it continues its CSV file; one started
-    in a new folder from another run's checkpoint is a new run in both.
+    in a new folder from another run's checkpoint is a new run in both. Without a W&B logger the
+    checkpoint is not read here (a full fine-tune's checkpoint is large).
     """
+    loggers = (cfg.get("logger") or {}).values()
+    if not any(lg is not None and str(lg.get("_target_", "")).endswith("WandbLogger") for lg in loggers):
+        return None
     if ckpt_path is None or Path(output_dir).resolve() not in Path(ckpt_path).resolve().parents:
         return None
     return read_run_state(ckpt_path).get("wandb_id")
