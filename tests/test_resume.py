@@ -247,8 +247,6 @@ def test_a_finished_run_continues_in_a_new_folder_with_more_iterations(tmp_path)
 
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     """W&B offline: the killed run and its resumption log to one W&B run id; a new folder starts a new one."""
-    from omegaconf import OmegaConf
-
     from pama_lit.run.train import resumed_wandb_id
 
     run_dir = tmp_path / "run"
@@ -268,14 +266,12 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         proc.kill()
-    saved = read_run_state(run_dir / "checkpoints" / "last.ckpt")["wandb_id"]
     last = str(run_dir / "checkpoints" / "last.ckpt")
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    assert saved and resumed_wandb_id(cfg, last, run_dir) == saved
-    # Without a W&B logger the checkpoint's id plays no part.
-    csv_only = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "logger"])
-    csv_only.logger = {"csv": cfg.logger.csv}
-    assert resumed_wandb_id(csv_only, last, run_dir) is None
+    state = read_run_state(last)
+    saved = state["wandb_id"]
+    assert saved and resumed_wandb_id(state, last, run_dir) == saved
+    # The id comes from the state preflight read: the checkpoint file is not opened a second time.
+    assert resumed_wandb_id(state, str(run_dir / "checkpoints" / "absent.ckpt"), run_dir) == saved
 
     resumed = run_train([*overrides, "ckpt_path=last"], run_dir, env=env)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -283,4 +279,5 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(tmp_path):
     folders = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and {name.rsplit("-", 1)[-1] for name in folders} == {saved}, folders
     # Another folder started from this run's checkpoint is a run of its own.
-    assert resumed_wandb_id(cfg, last, tmp_path / "elsewhere") is None
+    assert resumed_wandb_id(state, last, tmp_path / "elsewhere") is None
+    assert resumed_wandb_id(None, None, run_dir) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
@@ -22,8 +23,11 @@ from pama_lit.training.combiners import COMBINERS
 log = logging.getLogger(__name__)
 
 
-def preflight(cfg: DictConfig, ckpt_path: str | None) -> None:
+def preflight(cfg: DictConfig, ckpt_path: str | None) -> dict[str, Any] | None:
     """Every I/O check of a run, in the order a user would fix them.
+
+    Returns:
+        the checkpoint's ``pama`` section (``ckpt_path``), read once here; None without one.
 
     Raises:
         ConfigError: unwritable output folder; a checkpoint for other objectives, value heads or
@@ -36,9 +40,9 @@ def preflight(cfg: DictConfig, ckpt_path: str | None) -> None:
     check_output_dir(folder)
     if run_folder.is_launching_process():
         run_folder.check_folder(folder, ckpt_path)  # what the folder holds first, as Hydra's callback does
-    if ckpt_path is not None:
-        check_checkpoint(ckpt_path, cfg)
+    state = check_checkpoint(ckpt_path, cfg) if ckpt_path is not None else None
     check_hub_sources(cfg)
+    return state
 
 
 def check_output_dir(folder: Path) -> None:
@@ -55,9 +59,13 @@ def check_output_dir(folder: Path) -> None:
         ) from None
 
 
-def check_checkpoint(path: str, cfg: DictConfig) -> None:
+def check_checkpoint(path: str, cfg: DictConfig) -> dict[str, Any]:
     """The checkpoint loads with ``weights_only=True`` and was written for this run's objectives,
-    value heads and LoRA adapters (or SVD-LoRA's: ``conditioning=svd_lora`` on both sides)."""
+    value heads and LoRA adapters (or SVD-LoRA's: ``conditioning=svd_lora`` on both sides).
+
+    Returns:
+        its ``pama`` section.
+    """
     checkpoint = load_checkpoint_file(path)
     state = run_state(checkpoint, path)
     completed = state.get("completed_iterations")
@@ -94,8 +102,9 @@ def check_checkpoint(path: str, cfg: DictConfig) -> None:
                 f"checkpoint {path!r} was written with conditioning={saved_mode}, this run has "
                 f"conditioning={mode}; resume with the same conditioning= setting"
             )
-        return  # SVD-LoRA adapters, not model.lora's: the module compares their settings when it loads
+        return state  # SVD-LoRA adapters, not model.lora's: the module compares their settings when it loads
     check_adapters(path, checkpoint.get("state_dict") or {}, cfg.model)
+    return state
 
 
 def check_adapters(path: str, state_dict: dict, model: DictConfig) -> None:

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pama_lit.infra.atomic import write_json_atomic
-from pama_lit.infra.checkpointing import interrupt_status, read_run_state
+from pama_lit.infra.checkpointing import interrupt_status
 from pama_lit.infra.redact import redact
 from pama_lit.rewards import Normalized, build_rewards
 from pama_lit.run import run_folder
@@ -97,13 +97,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     silence_harmless_noise()
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
-    preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
+    saved = preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
     output_dir = Path(cfg.paths.output_dir)
     with run_folder.owned(output_dir, ckpt_path):  # one run per folder, refused before any model loads
-        return _train(cfg, ckpt_path, output_dir)
+        return _train(cfg, ckpt_path, output_dir, saved)
 
 
-def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig, ckpt_path: str | None, output_dir: Path, saved: dict[str, Any] | None
+) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     log.info("Output folder: %s", output_dir)
     log.info("Rewards: %s", ", ".join(f"{k} <{v._target_}>" for k, v in cfg.objective.rewards.items()))
@@ -113,7 +115,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict[str
     datamodule.setup("fit")  # an empty or missing prompt source fails here, before the model loads
     log.info("Model <%s>", cfg.model.loader._target_)
     module = build_module(cfg, rewards)
-    trainer = build_trainer(cfg, wandb_id=resumed_wandb_id(cfg, ckpt_path, output_dir))
+    trainer = build_trainer(cfg, wandb_id=resumed_wandb_id(saved, ckpt_path, output_dir))
     if trainer.world_size > 1 and any(
         isinstance(r, Normalized) and r.kind == "running" for r in rewards.values()
     ):
@@ -211,16 +213,17 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
     loggers = []
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         lg_cfg = lg_cfg.copy()
-        if lg_cfg._target_.endswith("WandbLogger") and wandb_id and not lg_cfg.get("id"):
-            log.info("Logger %s: the checkpoint's W&B run %s continues", name, wandb_id)
-            with open_dict(lg_cfg):
-                lg_cfg.id = wandb_id
-        if lg_cfg._target_.endswith("WandbLogger") and not lg_cfg.get("offline") and not wandb_has_key():
-            log.warning(
-                "No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later"
-            )
-            with open_dict(lg_cfg):
-                lg_cfg.offline = True
+        if lg_cfg._target_.endswith("WandbLogger"):
+            if wandb_id and not lg_cfg.get("id"):
+                log.info("Logger %s: the checkpoint's W&B run %s continues", name, wandb_id)
+                with open_dict(lg_cfg):
+                    lg_cfg.id = wandb_id
+            if not lg_cfg.get("offline") and not wandb_has_key():
+                log.warning(
+                    "No W&B API key found (WANDB_API_KEY or ~/.netrc): logging to W&B offline; `wandb sync` later"
+                )
+                with open_dict(lg_cfg):
+                    lg_cfg.offline = True
         log.info("Logger %s <%s>", name, lg_cfg._target_)
         loggers.append(instantiate(lg_cfg))
     for logger in loggers:
@@ -228,19 +231,18 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
     return loggers
 
 
-def resumed_wandb_id(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> str | None:
+def resumed_wandb_id(saved: dict[str, Any] | None, ckpt_path: str | None, output_dir: Path) -> str | None:
     """The W&B run id a checkpoint of this run's own folder recorded, else None.
 
     A run resumed in its folder continues its W&B run, as it continues its CSV file; one started
-    in a new folder from another run's checkpoint is a new run in both. Without a W&B logger the
-    checkpoint is not read here (a full fine-tune's checkpoint is large).
+    in a new folder from another run's checkpoint is a new run in both.
+
+    Args:
+        saved: the checkpoint's ``pama`` section, as ``preflight`` read it (None: no checkpoint).
     """
-    loggers = (cfg.get("logger") or {}).values()
-    if not any(lg is not None and str(lg.get("_target_", "")).endswith("WandbLogger") for lg in loggers):
+    if saved is None or Path(output_dir).resolve() not in Path(ckpt_path).resolve().parents:
         return None
-    if ckpt_path is None or Path(output_dir).resolve() not in Path(ckpt_path).resolve().parents:
-        return None
-    return read_run_state(ckpt_path).get("wandb_id")
+    return saved.get("wandb_id")
 
 
 def wandb_has_key() -> bool:
