@@ -99,6 +99,9 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"  # the config Hydra saves for ever
 # Config keys that differ between runs of one configuration: where the run writes (paths.*, which every
 # other folder key interpolates) and whether this invocation resumed (ckpt_path).
 PER_FOLDER_KEYS = ("paths", "ckpt_path")
+# Keys added to conf/ after runs on disk were trained, with the value that trains as those runs did:
+# a saved config without the key counts as having this value (a run trained under it, not another, is today's).
+ADDED_KEYS = {"ppo.kl.placement": "reward"}
 LOG = "bench.log"
 
 
@@ -232,7 +235,8 @@ def config_drift(folder: Path, overrides: list[str], accepted: Sequence[str] = (
 
     Compares the effective config, not the overrides: a default changed in ``conf/`` since the run
     leaves its overrides as they were. Keys in ``PER_FOLDER_KEYS`` and ``accepted`` (keys or key
-    prefixes the user judged harmless, ``--accept-drift``) are ignored.
+    prefixes the user judged harmless, ``--accept-drift``) are ignored; a key of ``ADDED_KEYS`` that the
+    saved config lacks counts as its value there.
 
     Returns:
         one line per differing key, ``key: run <value>, now <value>`` (values as JSON; ``absent`` for
@@ -244,7 +248,7 @@ def config_drift(folder: Path, overrides: list[str], accepted: Sequence[str] = (
     path = folder / SAVED_CONFIG
     if not path.is_file():
         return [f"no {SAVED_CONFIG.as_posix()}: the configuration it trained under is unknown"]
-    saved = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    saved = ADDED_KEYS | flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     planned = planned_config(tuple(overrides))
 
     def ignored(key: str) -> bool:

@@ -374,6 +374,23 @@ def test_a_run_trained_under_today_s_config_is_done_whatever_its_folder(tmp_path
     assert f"# done: {folder}" in capsys.readouterr().out
 
 
+def test_a_run_from_before_a_key_was_added_is_today_s_only_at_the_value_that_trains_as_it_did(tmp_path):
+    """ppo.kl.placement came after the runs on disk: absent from a saved config, it counts as "reward"."""
+    folder, overrides = finished_run(tmp_path / "runs")
+    save_config(folder, overrides)
+    path = folder / ".hydra" / "config.yaml"
+    saved = OmegaConf.to_container(OmegaConf.load(path))
+    del saved["ppo"]["kl"]["placement"]  # as a run trained before the key existed saved it
+    OmegaConf.save(OmegaConf.create(saved), path)
+    assert quality.config_drift(folder, overrides) == []
+    assert quality.run_state(folder, overrides, force=False) == "done"
+    loss = [*overrides, "ppo.kl.placement=loss", "ppo.kl.estimator=k3"]
+    assert quality.config_drift(folder, loss) == [
+        'ppo.kl.estimator: run "k1", now "k3"',
+        'ppo.kl.placement: run "reward", now "loss"',
+    ]
+
+
 def test_a_run_without_its_saved_config_is_a_mismatch(tmp_path):
     folder, overrides = finished_run(tmp_path / "runs")
     assert quality.run_state(folder, overrides, force=False) == "mismatch"

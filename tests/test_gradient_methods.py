@@ -12,7 +12,7 @@ from tiny import tiny_llama_config
 from transformers import LlamaForCausalLM
 
 from pama_lit.core import ops
-from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.losses import kl_loss, policy_loss, value_loss
 from pama_lit.core.mgda import (
     combine_gradients,
     flatten_gradients,
@@ -161,7 +161,7 @@ def per_objective_gradients(policy, rollout, advantages, returns, params):
             for loss in losses]  # fmt: skip
 
 
-def run_mgda(policy, rollout, advantages, returns, space, preference=None):
+def run_mgda(policy, rollout, advantages, returns, space, preference=None, kl_term=None):
     k = advantages.shape[-1]
     pref = (
         torch.full((k,), 1 / k, dtype=torch.float64)
@@ -172,7 +172,17 @@ def run_mgda(policy, rollout, advantages, returns, space, preference=None):
     idx = torch.arange(rollout.responses.shape[0])
     timer = PhaseTimer()
     loss, stats = mgda_backward(
-        policy, lambda x: x.backward(), space, rollout, advantages, returns, idx, pref, PPO, timer
+        policy,
+        lambda x: x.backward(),
+        space,
+        rollout,
+        advantages,
+        returns,
+        idx,
+        pref,
+        PPO,
+        timer,
+        kl_term=kl_term,
     )
     assert {"objective_grads", "pareto_solve"} <= set(timer.seconds)
     return loss, stats
@@ -214,6 +224,43 @@ def test_update_is_the_weighted_sum_of_per_objective_gradients(space, preference
     assert stats["pareto/min_norm"] >= 0 and loss.dim() == 0
     if space == "parameters":  # MGDA's min-norm value is the norm of the shared update itself
         torch.testing.assert_close(stats["pareto/min_norm"], got_shared.norm())
+
+
+@pytest.mark.parametrize("space", ["representation", "parameters"])
+def test_a_kl_loss_term_adds_its_own_gradient_outside_the_min_norm_solve(space):
+    """ppo.kl.placement=loss: the update is MGDA's combination plus the KL term's gradient, same weights."""
+    import dataclasses
+
+    policy = tiny_policy(2)
+    rollout = tiny_rollout(policy)
+    noise = 0.3 * torch.randn(
+        rollout.logprobs.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    rollout = dataclasses.replace(rollout, ref_logprobs=(rollout.logprobs + noise) * rollout.response_mask)
+    gen = torch.Generator().manual_seed(3)
+    advantages = torch.randn(4, 5, 2, generator=gen, dtype=torch.float64)
+    returns = torch.randn(4, 5, 2, generator=gen, dtype=torch.float64)
+    shared, heads = shared_and_heads(policy)
+
+    def term(logprobs, ref_logprobs, mask):
+        return 0.7 * kl_loss(logprobs, ref_logprobs, mask, "k3")
+
+    loss0, stats0 = run_mgda(policy, rollout, advantages, returns, space)
+    plain = flatten_gradients([p.grad for p in shared], shared)
+    loss1, stats1 = run_mgda(policy, rollout, advantages, returns, space, kl_term=term)
+    with_kl = flatten_gradients([p.grad for p in shared], shared)
+
+    logits, _ = policy(rollout.input_ids, rollout.attention_mask, rollout.num_response)
+    kl = term(
+        ops.logprobs_from_logits(logits, rollout.responses), rollout.ref_logprobs, rollout.response_mask
+    )
+    kl_grad = flatten_gradients(torch.autograd.grad(kl, shared), shared)
+    assert kl_grad.norm() > 1e-3
+    torch.testing.assert_close(stats1["pareto/weight"], stats0["pareto/weight"])  # not in the solve
+    torch.testing.assert_close(with_kl, plain + kl_grad)
+    torch.testing.assert_close(stats1["loss/kl"], kl.detach())
+    torch.testing.assert_close(loss1, loss0 + kl.detach())
+    assert "loss/kl" not in stats0
 
 
 @pytest.mark.parametrize("space", ["representation", "parameters"])

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.losses import kl_loss, policy_loss, value_loss
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -138,3 +138,39 @@ def test_value_loss_clip_takes_the_pessimistic_term():
     assert total.item() == pytest.approx(0.5 * 1.5**2)
     total.backward()
     assert values.grad.item() == pytest.approx(-1.5)
+
+
+@pytest.mark.parametrize("estimator", ["k3", "mse"])
+def test_kl_loss_is_the_masked_token_mean_and_its_gradient_pulls_towards_the_reference(estimator):
+    gen = torch.Generator().manual_seed(0)
+    logprobs = (-3 * torch.rand(3, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    ref = -3 * torch.rand(3, 5, generator=gen, dtype=torch.float64)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    mask[2, 1:] = False
+    loss = kl_loss(logprobs, ref, mask, estimator)
+    loss.backward()
+    # Oracle: a loop over the real tokens, each term written out from its definition.
+    tokens = [(b, t) for b in range(3) for t in range(5) if mask[b, t]]
+    terms, grads = [], torch.zeros(3, 5, dtype=torch.float64)
+    for b, t in tokens:
+        lp, lr = logprobs[b, t].item(), ref[b, t].item()
+        if estimator == "k3":
+            r = math.exp(lr - lp)
+            terms.append((r - 1) - math.log(r))
+            grads[b, t] = (1 - r) / len(tokens)
+        else:
+            terms.append(0.5 * (lp - lr) ** 2)
+            grads[b, t] = (lp - lr) / len(tokens)
+    assert loss.item() == pytest.approx(sum(terms) / len(tokens), rel=1e-12)
+    torch.testing.assert_close(logprobs.grad, grads)
+    # A gradient step lowers every real token's log-prob where it exceeds the reference's, and raises it below.
+    diff = (logprobs - ref).detach()
+    assert torch.equal(torch.sign(logprobs.grad[mask]), torch.sign(diff[mask]))
+
+
+def test_kl_loss_refuses_estimators_whose_gradient_does_not_pull_towards_the_reference():
+    x = torch.zeros(1, 2)
+    for estimator in ("k1", "abs"):
+        with pytest.raises(ValueError, match=rf"{estimator}.*cannot be a loss; allowed: k3, mse"):
+            kl_loss(x, x, torch.ones(1, 2, dtype=torch.bool), estimator)

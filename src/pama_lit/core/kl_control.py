@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 KL_CONTROLLERS = ("fixed", "adaptive")
+# Where beta * KL acts: "reward" (-beta * KL_t on every objective's per-token reward, TRL's PPO) or
+# "loss" (beta * KL added to the policy loss, outside the advantages: GRPO, verl's use_kl_loss).
+KL_PLACEMENTS = ("reward", "loss")
 
 
 def _finite(x: object) -> float | None:

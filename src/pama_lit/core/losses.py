@@ -1,10 +1,15 @@
-"""PPO losses over masked response tokens: the clipped surrogate and the clipped multi-head value loss."""
+"""PPO losses over masked response tokens: the clipped surrogate, the clipped multi-head value loss
+and the KL-to-reference loss term (``ppo.kl.placement=loss``)."""
 
 from __future__ import annotations
 
 import torch
 
-from pama_lit.core.ops import masked_mean
+from pama_lit.core.ops import kl_penalty, masked_mean
+
+# Estimators whose gradient pulls pi_theta towards pi_ref when used as a loss. k1's gradient is the
+# score function, zero in expectation on-policy, and abs's has the sign of log r only.
+KL_LOSS_ESTIMATORS = ("k3", "mse")
 
 
 def policy_loss(
@@ -73,3 +78,36 @@ def value_loss(
     losses = torch.maximum((values - returns).square(), (clipped_values - returns).square())
     per_head = 0.5 * masked_mean(losses, mask)
     return per_head.mean(), per_head.detach()
+
+
+def kl_loss(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k3"
+) -> torch.Tensor:
+    """The KL to the reference as a loss term: masked_mean_t kl_t(logprobs, ref_logprobs).
+
+    GRPO's (and verl's ``use_kl_loss``) way of holding the policy near the reference: the penalty
+    is differentiated directly, outside the advantages, instead of being folded into every
+    objective's reward. With ``estimator="k3"`` (r - 1) - log r, r = pi_ref / pi_theta, the
+    per-token gradient with respect to log pi_theta is 1 - r: positive where the policy puts more
+    mass on the sampled token than the reference does, so a step lowers it. With ``"mse"``
+    0.5 (log pi_theta - log pi_ref)^2 it is log pi_theta - log pi_ref, whose expectation on-policy
+    is the gradient of KL(pi_theta || pi_ref).
+
+    Args:
+        logprobs: (B,T) log pi_theta of the sampled tokens (with grad).
+        ref_logprobs: (B,T) log pi_ref of the same tokens.
+        mask: (B,T) bool, True on real response tokens.
+        estimator: one of ``KL_LOSS_ESTIMATORS``.
+
+    Returns:
+        0-dim loss, the mean over real tokens.
+
+    Raises:
+        ValueError: for an estimator outside ``KL_LOSS_ESTIMATORS``.
+    """
+    if estimator not in KL_LOSS_ESTIMATORS:
+        raise ValueError(
+            f"KL estimator {estimator!r} cannot be a loss; allowed: {', '.join(KL_LOSS_ESTIMATORS)} "
+            "(k1's gradient is zero in expectation on-policy)"
+        )
+    return masked_mean(kl_penalty(logprobs, ref_logprobs.detach(), estimator), mask)

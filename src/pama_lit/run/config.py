@@ -13,7 +13,8 @@ import re
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from pama_lit.core.kl_control import KL_CONTROLLERS
+from pama_lit.core.kl_control import KL_CONTROLLERS, KL_PLACEMENTS
+from pama_lit.core.losses import KL_LOSS_ESTIMATORS
 from pama_lit.core.ops import KL_ESTIMATORS
 from pama_lit.core.preference import resolve_preference, simplex_grid
 from pama_lit.run.schema import (
@@ -289,6 +290,13 @@ def _check_kl(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown ppo.kl.estimator {kl.estimator!r}; known: {', '.join(KL_ESTIMATORS)}")
     if kl.controller == "adaptive" and not (kl.target or 0) > 0:
         raise ConfigError(f"ppo.kl.controller=adaptive needs ppo.kl.target > 0, got {kl.target}")
+    if kl.placement not in KL_PLACEMENTS:
+        raise ConfigError(f"unknown ppo.kl.placement {kl.placement!r}; known: {', '.join(KL_PLACEMENTS)}")
+    if kl.placement == "loss" and kl.estimator not in KL_LOSS_ESTIMATORS:
+        raise ConfigError(
+            f"ppo.kl.placement=loss needs ppo.kl.estimator in {', '.join(KL_LOSS_ESTIMATORS)}, got "
+            f"{kl.estimator!r}: k1's gradient is zero in expectation on-policy (set ppo.kl.estimator=k3, as GRPO does)"
+        )
 
 
 def _check_trainer(cfg: DictConfig) -> None:

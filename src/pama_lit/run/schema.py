@@ -128,7 +128,8 @@ class KLConfig:
     init_coef: float = key(num_rule(0))  # beta at the start
     target: float | None = key(num_rule(0, low_open=True, nullable=True))  # adaptive: target sequence KL
     horizon: float = key(num_rule(0, low_open=True))  # adaptive: horizon in samples
-    estimator: str = key()  # per-token KL of the reward shaping: k1 | k3 | abs | mse
+    estimator: str = key()  # per-token KL estimator: k1 | k3 | abs | mse (placement=loss: k3 | mse)
+    placement: str = key()  # reward: -beta * KL_t in every objective's reward; loss: beta * KL as a loss term
 
 
 @dataclass

@@ -44,4 +44,5 @@ class MgdaModule(PamaModule):
         return mgda_backward(
             self.policy, self.manual_backward, self.combiner.gradient_space,
             rollout, advantages, returns, idx, pref, dataclasses.asdict(self.ppo_cfg), timer, temperature=self.temperature,
+            kl_term=self.kl_loss_term,
         )  # fmt: skip

@@ -50,6 +50,7 @@ def mgda_backward(
     ppo: dict,
     timer: PhaseTimer,
     temperature: float = 1.0,
+    kl_term: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward one minibatch, solve MGDA's min-norm problem and leave the update in ``.grad``.
 
@@ -69,10 +70,13 @@ def mgda_backward(
         ppo: PPO settings (clip_coef, vf_clip, vf_coef).
         timer: accumulates ``objective_grads`` and ``pareto_solve``.
         temperature: the sampling temperature; log-probabilities are those of softmax(logits / temperature).
+        kl_term: (logprobs, ref_logprobs, mask) -> the KL loss term or None (``PamaModule.kl_loss_term``,
+            ``ppo.kl.placement=loss``). Shared by every objective, it stays outside the min-norm
+            problem: its gradient is added to the combined one, as the module adds it to PAMA's surrogate.
 
     Returns:
-        the weighted total loss sum_i a_i L_i (detached) and the minibatch stats: the module's keys
-        plus "pareto/weight" (K,) and "pareto/min_norm" (0-dim).
+        the weighted total loss sum_i a_i L_i (plus the KL term; detached) and the minibatch stats: the
+        module's keys plus "pareto/weight" (K,) and "pareto/min_norm" (0-dim), and "loss/kl" with a KL term.
     """
     if space not in GRADIENT_SPACES:
         raise ValueError(f"unknown gradient space {space!r}; allowed: {', '.join(GRADIENT_SPACES)}")
@@ -101,16 +105,22 @@ def mgda_backward(
         ppo["vf_clip"],
     )
     losses = pg + ppo["vf_coef"] * vf
+    kl = kl_term(logprobs, rollout.ref_logprobs[idx], mask) if kl_term is not None else None
     heads = list(policy.value_head.parameters())
     if space == "representation":
         solution = _representation_step(
-            losses, vf, hidden, heads, backward, preference, ppo["vf_coef"], timer
+            losses, vf, hidden, heads, backward, preference, ppo["vf_coef"], timer, kl
         )
     else:
         shared = [p for p in policy.lm.parameters() if p.requires_grad]
-        solution = _parameter_step(losses, shared, heads, preference, timer)
+        solution = _parameter_step(losses, shared, heads, preference, timer, kl)
     coef = solution.coefficients.to(losses)
-    return (coef * losses).sum().detach(), {
+    total = (coef * losses).sum().detach()
+    extra = {}
+    if kl is not None:
+        total = total + kl.detach()
+        extra["loss/kl"] = kl.detach()
+    return total, extra | {
         "loss/policy": (coef * pg).sum().detach(),
         "loss/value": vf.mean().detach(),
         "loss/value_heads": vf.detach(),
@@ -122,8 +132,8 @@ def mgda_backward(
     }
 
 
-def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coef, timer):
-    """MGDA-UB: K gradients w.r.t. the hidden states, min-norm weights, one backward of sum_i a_i L_i."""
+def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coef, timer, kl=None):
+    """MGDA-UB: K gradients w.r.t. the hidden states, min-norm weights, one backward of sum_i a_i L_i (+ kl)."""
     k = losses.shape[0]
     with timer("objective_grads"):
         # Each only runs back through the LM head and the value heads: the layers below are shared.
@@ -136,21 +146,25 @@ def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coe
         gram = distributed.all_reduce_sum(gram_matrix(grads)) / distributed.world_size() ** 2
         head_grads = [distributed.mean(g) for g in head_grads]
         solution = solve_min_norm(gram, preference)
-    backward((solution.coefficients.to(losses).detach() * losses).sum())
+    weighted = (solution.coefficients.to(losses).detach() * losses).sum()
+    backward(weighted if kl is None else weighted + kl)
     # Task-specific value heads take their own, unweighted gradient (Sener and Koltun, Algorithm 2).
     for p, g in zip(heads, head_grads, strict=True):
         p.grad = g.to(p.dtype)
     return solution
 
 
-def _parameter_step(losses, shared, heads, preference, timer):
-    """MGDA: K full backward passes, the Gram matrix of the flat shared gradients, written back."""
+def _parameter_step(losses, shared, heads, preference, timer, kl=None):
+    """MGDA: K full backward passes, the Gram matrix of the flat shared gradients, written back (+ kl's)."""
     with timer("objective_grads"):
+        # The KL term's gradient first: per_objective_gradients frees the graph after its last pass.
+        kl_flat = None if kl is None else per_objective_gradients(kl.reshape(1), shared, retain_graph=True)[0]
         flat = per_objective_gradients(losses, shared + heads)
     num_shared = sum(p.numel() for p in shared)
     with timer("pareto_solve"):
         solution = solve_min_norm(gram_matrix(flat[:, :num_shared]), preference)
-        write_gradients(shared, combine_gradients(flat[:, :num_shared], solution.coefficients))
+        combined = combine_gradients(flat[:, :num_shared], solution.coefficients)
+        write_gradients(shared, combined if kl_flat is None else combined + kl_flat.to(combined))
         # Task-specific value heads: each takes its own objective's gradient, unweighted.
         write_gradients(heads, flat[:, num_shared:].sum(0))
     return solution

@@ -28,7 +28,7 @@ import torch
 
 from pama_lit.core import ops
 from pama_lit.core.kl_control import build_kl_controller
-from pama_lit.core.losses import policy_loss, value_loss
+from pama_lit.core.losses import kl_loss, policy_loss, value_loss
 from pama_lit.core.pareto import combine_stats
 from pama_lit.core.preference import (
     preference_prefix,
@@ -253,7 +253,7 @@ class PamaModule(L.LightningModule):
             active = self.active_objectives(scores, rollout)  # (K,) bool
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
             trained_scores = self.combiner.trained_scores(scores, preference)  # (B,K')
-            rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.kl_ctl.value)  # 3
+            rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.reward_kl_coef)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
         diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
@@ -552,7 +552,7 @@ class PamaModule(L.LightningModule):
         """
         cfg = self.ppo_cfg
         mask = rollout.response_mask
-        rewards = ops.shape_rewards(scores, kl, mask, self.kl_ctl.value)
+        rewards = ops.shape_rewards(scores, kl, mask, self.reward_kl_coef)
         returns, _ = ops.gae(rewards, torch.zeros_like(rewards), mask, cfg.gamma, 1.0)
         kl_share = self.kl_share(returns, scores, kl, mask)
         advantages = distributed.masked_whiten(returns, mask)
@@ -674,6 +674,9 @@ class PamaModule(L.LightningModule):
         pg_loss, pg_stats = policy_loss(logprobs, rollout.logprobs[idx], combined, mask, cfg.clip_coef)
         vf_loss, vf_per_head = value_loss(values, rollout.values[idx], returns[idx], mask, cfg.vf_clip)
         loss = pg_loss + cfg.vf_coef * vf_loss
+        kl_term = self.kl_loss_term(logprobs, rollout.ref_logprobs[idx], mask)
+        if kl_term is not None:
+            loss = loss + kl_term
         self.manual_backward(loss)
         pareto = combine_stats(advantages[idx], combined.detach(), weights.detach(), mask)
         stats = {
@@ -689,7 +692,29 @@ class PamaModule(L.LightningModule):
         }
         if self.combiner.noon:
             stats["pareto/noon_zero_frac"] = pareto["zero_frac"]
+        if kl_term is not None:
+            stats["loss/kl"] = kl_term.detach()
         return loss, stats
+
+    @property
+    def reward_kl_coef(self) -> float:
+        """beta in the per-token rewards: the controller's, or 0 where the KL is a loss term (``ppo.kl.placement``)."""
+        return self.kl_ctl.value if self.ppo_cfg.kl.placement == "reward" else 0.0
+
+    def kl_loss_term(
+        self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """beta * KL(pi_theta || pi_ref) over a minibatch's tokens with ``ppo.kl.placement=loss``, else None.
+
+        Args:
+            logprobs: (M,T) log pi_theta of the sampled tokens, with grad.
+            ref_logprobs: (M,T) log pi_ref of the same tokens, from the rollout.
+            mask: (M,T) bool, the real response tokens.
+        """
+        kl = self.ppo_cfg.kl
+        if kl.placement != "loss":
+            return None
+        return self.kl_ctl.value * kl_loss(logprobs, ref_logprobs, mask, kl.estimator)
 
     def policy_forward(self, rollout: Rollout, idx: torch.Tensor) -> PolicyForward:
         """The policy's forward over the rows idx (M,): log-probs and values with grad, entropy without."""
