@@ -215,3 +215,31 @@ def test_kl_placement_is_checked_before_any_model_loads():
     with pytest.raises(ValueError, match="placement=loss needs ppo.kl.estimator in k3, mse, got 'k1'"):
         validate_config(compose_config(["ppo.kl.placement=loss"]))
     validate_config(compose_config(["ppo.kl.placement=loss", "ppo.kl.estimator=k3"]))
+
+
+@pytest.mark.parametrize("placement", ["reward", "loss"])
+def test_train_py_runs_with_either_kl_placement_and_only_reward_puts_kl_in_the_returns(tmp_path, placement):
+    """The whole run (config checks, training, diagnostics, evaluation) under each ppo.kl.placement."""
+    from conftest import compose_config
+    from tiny import TINY
+    from train_runs import iteration_metrics
+
+    from pama_lit.run.train import train
+
+    cfg = compose_config(
+        [*TINY, "iterations=2", "logger=csv", "diagnostics.every_n_iterations=1",
+         f"ppo.kl.placement={placement}", "ppo.kl.estimator=k3"],
+        tmp_path,
+    )  # fmt: skip
+    result = train(cfg)
+    assert set(result["end"]["rewards"]) == set(cfg.objective.rewards)
+    metrics = iteration_metrics(tmp_path / "csv" / "version_0" / "metrics.csv")
+    assert metrics[1]["train/kl/ref"] != 0  # iteration 1: the policy has left the reference
+    shares = [metrics[1]["train/diag/kl_share/" + name] for name in cfg.objective.rewards]
+    if placement == "loss":
+        assert [m["train/loss/kl"] >= 0 for m in metrics.values()] == [True, True]
+        assert metrics[1]["train/loss/kl"] > 0
+        assert shares == [0] * len(shares)  # the returns carry no KL
+    else:
+        assert not any("train/loss/kl" in m for m in metrics.values())
+        assert all(share > 0 for share in shares)
