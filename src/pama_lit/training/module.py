@@ -6,9 +6,10 @@ read top to bottom:
 
 1. rollout     sample responses, record pi_old / pi_ref log-probabilities and the K values
 2. score       one reward per objective -> scores (B,K)
-3. shape       per-token rewards: -beta * KL_t, plus the score on the last token
+3. shape       per-token rewards: -beta * KL_t (``ppo.kl.placement=reward``), plus the score on the last token
 4. advantages  GAE per objective, whitened per objective; Noon clamps negatives to 0
-5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch
+5. update      PPO epochs over minibatches; the combine step (the Pareto solve) runs per minibatch,
+               and ``placement=loss`` adds beta * KL to the loss after it
 6. control     adaptive KL coefficient update; logging
 
 One axis, the objectives: K scores, one per configured objective; K' value heads and K' advantages,
