@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +98,7 @@ RUN_RECORD = "bench_run.json"  # the overrides, wall time and exit status of a r
 SAVED_CONFIG = Path(".hydra") / "config.yaml"  # the config Hydra saves for every train.py run
 # Config keys that differ between runs of one configuration: where the run writes (paths.*, which every
 # other folder key interpolates) and whether this invocation resumed (ckpt_path).
-PER_FOLDER_KEYS = ("paths", "ckpt_path")
+PER_FOLDER_KEYS = ("paths", "ckpt_path", "eval.reference")
 # Keys added to conf/ after runs on disk were trained, with the value that trains as those runs did:
 # a saved config without the key counts as having this value (a run trained under it, not another, is today's).
 ADDED_KEYS = {"ppo.kl.placement": "reward"}
@@ -286,21 +286,43 @@ def run_state(folder: Path, overrides: list[str], force: bool, accepted: Sequenc
     return "resume" if same else "fresh"
 
 
-def command(folder: Path, overrides: list[str], resume: bool) -> list[str]:
+def command(folder: Path, overrides: list[str], resume: bool, reference: Path | None = None) -> list[str]:
     return [
         sys.executable,
         "train.py",
         *overrides,
         *(["ckpt_path=last"] if resume else []),
+        *([f"eval.reference={reference}"] if reference is not None else []),
         f"hydra.run.dir={folder}",
     ]
 
 
-def execute(folder: Path, overrides: list[str], budget: list[str], resume: bool, env: dict[str, str]) -> dict:
+def shared_reference(task_folder: Path, key: str) -> Path | None:
+    """A finished reference evaluation under ``task_folder`` whose ``reference_key`` is ``key``, or None.
+
+    Every run of a task that is not conditioned evaluates the reference policy alike (the key names
+    what that evaluation depends on, ``pama_lit.run.reference``); train.py checks the key again.
+    """
+    for path in sorted(task_folder.glob("*/*/seed*/reference/eval.json")):
+        record = read_json(path)
+        if isinstance(record, dict) and record.get("reference_key") == key and "shared_from" not in record:
+            return path
+    return None
+
+
+def execute(
+    folder: Path,
+    overrides: list[str],
+    budget: list[str],
+    resume: bool,
+    env: dict[str, str],
+    reference: Callable[[], Path | None] = lambda: None,
+) -> dict:
     """Run one ``train.py`` to the end, its output in ``<folder>/bench.log``; record how it went.
 
     A fresh run starts in an empty folder (a stale logger version or evaluations.jsonl of an
     interrupted attempt would otherwise mix in); a resumed one keeps its folder and adds its time.
+    ``reference`` is asked at launch for another run's reference evaluation to take (``eval.reference``).
     """
     previous = read_json(folder / RUN_RECORD) if resume else None
     if not resume and folder.exists():
@@ -315,16 +337,34 @@ def execute(folder: Path, overrides: list[str], budget: list[str], resume: bool,
         "attempts": (previous or {}).get("attempts", 0) + 1,
         "returncode": None,
     }
+    shared = reference()
+    if shared is not None:
+        record["reference_from"] = str(shared)
     (folder / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     start = time.perf_counter()
     with open(folder / LOG, "a" if resume else "w") as log:
         returncode = subprocess.run(
-            command(folder, overrides, resume), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            command(folder, overrides, resume, shared),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         ).returncode
     record["wall_s"] += time.perf_counter() - start
     record["returncode"] = returncode
     (folder / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def reference_finder(run: Run, budget: list[str], args: argparse.Namespace) -> Callable[[], Path | None]:
+    """What ``execute`` asks at launch for a reference evaluation ``run`` can take (never, with
+    ``--no-shared-reference``): one finished by then under the run's task folder with the run's key."""
+    if args.no_shared_reference:
+        return lambda: None
+    from pama_lit.run.reference import reference_key
+
+    key = reference_key(compose(run_overrides(run, budget)))
+    return lambda: shared_reference(args.out / run.task, key)
 
 
 def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]:
@@ -359,6 +399,7 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
             cmd = shlex.join(command(folder, run_overrides(run, budget), states[run] == "resume"))
             print(f"# done: {folder}" if states[run] == "done" else f"{prefix} {cmd}")
         return []
+    references = {run: reference_finder(run, budget, args) for run in todo}
     failed = []
     bar = tqdm(total=len(todo), unit="run", desc="training", dynamic_ncols=True)
     pool = ThreadPoolExecutor(max_workers=args.jobs)
@@ -371,6 +412,7 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
                 budget,
                 states[run] == "resume",
                 env,
+                references[run],
             ): run
             for run in todo
         }
@@ -881,6 +923,13 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
         help="config keys or key prefixes (e.g. conditioning.svd_lora) whose difference between a run's "
         "saved config and today's does not stop its reuse: say, keys added since whose defaults keep "
         "the old behaviour",
+    )
+    how.add_argument(
+        "--no-shared-reference",
+        action="store_true",
+        help="evaluate the reference policy in every run, instead of taking a finished run's evaluation "
+        "made under the same settings (eval.reference; by default every run of a task after the first "
+        "ones skips it)",
     )
     how.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     how.add_argument("--report-only", action="store_true", help="no training: report the runs on disk")

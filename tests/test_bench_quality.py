@@ -479,3 +479,47 @@ def test_real_tiny_runs_through_the_benchmark(tmp_path):
     assert again.returncode == 0 and "2 runs: 2 done already, 0 to train" in again.stdout, again.stderr[
         -3000:
     ]
+
+
+def test_later_runs_of_a_task_take_the_first_run_s_reference_evaluation(tmp_path):
+    """One job: the second run finds the first's reference evaluation, made under its settings, and takes it."""
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "benchmarks/quality.py", "--jobs", "1", "--tasks", "sentiment_length", "--algorithms",
+           "pama,morlhf", "--seeds", "0", "--no-fronts", "--iterations", "1", "--batch-size", "4",
+           "--max-new-tokens", "4", "--eval-every", "1", "--out", str(out), "--results", str(tmp_path / "results"),
+           "--extra", "debug=tiny", "data.val_size=4"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, second = (out / "sentiment_length" / a / "uniform" / "seed0" for a in ("pama", "morlhf"))
+    original = json.loads((first / "reference" / "eval.json").read_text())
+    taken = json.loads((second / "reference" / "eval.json").read_text())
+    assert "shared_from" not in original and "reference_key" in original
+    assert taken == {**original, "shared_from": str((first / "reference" / "eval.json").resolve())}
+    assert json.loads((second / quality.RUN_RECORD).read_text())["reference_from"] == str(
+        first / "reference" / "eval.json"
+    )
+    assert "reference_from" not in json.loads((first / quality.RUN_RECORD).read_text())
+    # eval.reference is the folder's own business: both runs are today's.
+    again = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "2 runs: 2 done already, 0 to train" in again.stdout, again.stderr[
+        -3000:
+    ]
+
+
+def test_shared_reference_takes_only_an_original_evaluation_with_the_run_s_key(tmp_path):
+    def reference(run: str, record: dict) -> Path:
+        path = tmp_path / run / "uniform" / "seed0" / "reference" / "eval.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+        return path
+
+    reference("a_other", {"reference_key": "other"})
+    reference("b_copy", {"reference_key": "k", "shared_from": "elsewhere"})
+    assert quality.shared_reference(tmp_path, "k") is None
+    (tmp_path / "c_broken" / "uniform" / "seed0" / "reference").mkdir(parents=True)
+    (tmp_path / "c_broken" / "uniform" / "seed0" / "reference" / "eval.json").write_text("{")
+    original = reference("d_original", {"reference_key": "k"})
+    assert quality.shared_reference(tmp_path, "k") == original
+    args = quality.parse_args([*ONE_RUN, "--no-shared-reference"])
+    (run,), _ = quality.plan_runs(args)
+    assert quality.reference_finder(run, [], args)() is None

@@ -27,6 +27,10 @@ def mean_ci(values: list[float], z: float = 1.96) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
 
 
+# The keys ``summarise`` returns: an eval record's measurements, apart from its run metadata.
+SUMMARY_KEYS = ("num_prompts", "rewards", "kl_ref", "kl_ref_ci95", "response_length", "fluency", "samples")
+
+
 def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples: int) -> dict[str, Any]:
     """Per-objective mean with 95% CI, KL to the reference, response length, fluency and a few samples.
 

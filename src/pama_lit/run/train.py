@@ -23,7 +23,8 @@ from pama_lit.run import run_folder
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.config import ConfigError, validate_config
 from pama_lit.run.preflight import preflight
-from pama_lit.run.results import eval_record
+from pama_lit.run.reference import load_shared_reference, reference_key
+from pama_lit.run.results import SUMMARY_KEYS, append_jsonl, eval_record
 from pama_lit.run.schema import (
     AlgorithmConfig,
     ConditioningConfig,
@@ -85,7 +86,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     The run holds ``paths.output_dir`` while it lasts (``pama_lit.run.run_folder``). A resumed run
     (``ckpt_path``) appends to its folder's logs and takes its reference evaluation from
-    ``reference/eval.json`` instead of evaluating it again.
+    ``reference/eval.json`` instead of evaluating it again; ``eval.reference`` names another run's,
+    taken (and copied there) when it was evaluated under this run's settings (``run.reference``).
 
     Returns:
         ``{"start": summary, "end": summary, "output_dir": str}``, the evaluations before and after.
@@ -98,13 +100,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)  # every check that needs no model runs before anything loads
     ckpt_path = resolve_ckpt_path(cfg)
     saved = preflight(cfg, ckpt_path)  # output folder, checkpoint, hub sources: still before any model
+    shared = load_shared_reference(cfg)
     output_dir = Path(cfg.paths.output_dir)
     with run_folder.owned(output_dir, ckpt_path):  # one run per folder, refused before any model loads
-        return _train(cfg, ckpt_path, output_dir, saved)
+        return _train(cfg, ckpt_path, output_dir, saved, shared)
 
 
 def _train(
-    cfg: DictConfig, ckpt_path: str | None, output_dir: Path, saved: dict[str, Any] | None
+    cfg: DictConfig,
+    ckpt_path: str | None,
+    output_dir: Path,
+    saved: dict[str, Any] | None,
+    shared: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     log.info("Output folder: %s", output_dir)
@@ -127,11 +134,22 @@ def _train(
     reference = output_dir / "reference" / "eval.json"
     if ckpt_path is not None and reference.is_file():
         start = json.loads(reference.read_text())  # the resumed run's own, recorded once when it started
+    elif shared is not None:
+        start = shared  # another run's, evaluated under this run's settings (its reference_key)
+        log.info("Reference evaluation taken from eval.reference=%s", cfg.eval.reference)
+        if trainer.is_global_zero:
+            write_json_atomic(reference, {**shared, "shared_from": str(Path(cfg.eval.reference).resolve())})
+            # evaluations.jsonl's iteration-0 entry, as the evaluation it replaces would have written it.
+            summary = {k: shared[k] for k in SUMMARY_KEYS if k in shared}
+            append_jsonl(
+                output_dir / "evaluations.jsonl", eval_record(summary, **run_metadata(trainer, module))
+            )
     else:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         start = module.last_eval
         if trainer.is_global_zero and start is not None:
-            write_json_atomic(reference, eval_record(start, **run_metadata(trainer, module, "reference")))
+            meta = run_metadata(trainer, module, "reference")
+            write_json_atomic(reference, eval_record(start, **meta, reference_key=reference_key(cfg)))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
