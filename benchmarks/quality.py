@@ -25,7 +25,9 @@ the keys that differ; ``--force`` retrains.
 Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
 2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
 Writes ``benchmarks/results/quality.json`` and ``quality_front.png`` (``quality_quick.*`` with
-``--quick``) and prints the tables as Markdown.
+``--quick``; ``--results`` for another folder) and prints the tables as Markdown. A report of fewer
+runs than the file it would replace (a subset: ``--tasks``, ``--seeds``, ``--no-fronts``, ...) keeps
+that file and writes ``quality_<date>-<time>.*`` instead.
 """
 
 from __future__ import annotations
@@ -819,9 +821,33 @@ def budget_record(args: argparse.Namespace) -> dict:
     }
 
 
+def result_name(
+    folder: Path, name: str, run_dirs: Sequence[str], now: datetime.datetime | None = None
+) -> str:
+    """The stem of this report's files in ``folder``: ``name``, unless that would replace a report of more runs.
+
+    A report of a subset (``--tasks``, ``--algorithms``, ``--seeds``, ``--no-fronts``...) must not
+    overwrite ``<name>.json`` holding runs it does not cover (the README's results, say): it then gets
+    ``<name>_<date>-<time>`` instead, and says so.
+    """
+    previous = read_json(folder / f"{name}.json")
+    runs = previous.get("runs") if isinstance(previous, dict) else None
+    covered = {r.get("run_dir") for r in runs if isinstance(r, dict)} if isinstance(runs, list) else set()
+    left_out = covered - set(run_dirs)
+    if not left_out:
+        return name
+    stem = f"{name}_{(now or datetime.datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    print(
+        f"{folder / name}.json reports {len(left_out)} run(s) this report does not cover: "
+        f"kept, and this report goes to {stem}.json"
+    )
+    return stem
+
+
 def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run], failed: list) -> dict:
     """Read every planned run, build the tables, verdicts and fronts, write JSON and plot, print Markdown."""
     every = unique(seed_runs + front_runs)
+    name = result_name(args.results, args.name, [str(run.folder(args.out)) for run in every])
     results = {run: load_result(run.folder(args.out)) for run in every}
     budgets = {json.dumps(r["record"]["budget"]) for r in results.values() if r and "budget" in r["record"]}
     tasks = [
@@ -829,7 +855,7 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
     ]
     fronts = None
     if front_runs:
-        fronts = report_fronts(unique(front_runs), results, args.out, args.results / f"{args.name}_front.png")
+        fronts = report_fronts(unique(front_runs), results, args.out, args.results / f"{name}_front.png")
     markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
     if len(budgets) > 1:
         markdown += "\n\nwarning: the runs were trained under different overrides (see quality.json: runs[].overrides)"
@@ -861,7 +887,7 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
         "failed": [str(log) for _, log in failed],
         "markdown": markdown,
     }
-    write_result(args.name, payload, folder=args.results)
+    write_result(name, payload, folder=args.results)
     print("\n" + markdown)
     return payload
 

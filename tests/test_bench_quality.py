@@ -523,3 +523,28 @@ def test_shared_reference_takes_only_an_original_evaluation_with_the_run_s_key(t
     args = quality.parse_args([*ONE_RUN, "--no-shared-reference"])
     (run,), _ = quality.plan_runs(args)
     assert quality.reference_finder(run, [], args)() is None
+
+
+def test_a_report_of_fewer_runs_never_replaces_a_fuller_one(tmp_path, capsys):
+    import datetime
+
+    now = datetime.datetime(2026, 11, 30, 6, 10, 5)
+    assert quality.result_name(tmp_path, "quality", ["a"], now) == "quality"  # nothing there yet
+    (tmp_path / "quality.json").write_text(json.dumps({"runs": [{"run_dir": "a"}, {"run_dir": "b"}]}))
+    assert quality.result_name(tmp_path, "quality", ["a", "b"], now) == "quality"  # the same runs: replaced
+    assert quality.result_name(tmp_path, "quality", ["b", "a", "c"], now) == "quality"  # more runs: replaced
+    assert quality.result_name(tmp_path, "quality", ["a"], now) == "quality_20261130-061005"
+    assert "reports 1 run(s) this report does not cover" in capsys.readouterr().out
+    (tmp_path / "quality.json").write_text("{not json")  # unreadable: nothing to keep
+    assert quality.result_name(tmp_path, "quality", ["a"], now) == "quality"
+
+
+def test_report_only_of_a_subset_keeps_the_fuller_report(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    full = {"runs": [{"run_dir": str(tmp_path / "runs" / "elsewhere")}], "markdown": "the full report"}
+    (results / "quality.json").write_text(json.dumps(full))
+    quality.main([*ONE_RUN, "--out", str(tmp_path / "runs"), "--results", str(results), "--report-only"])
+    assert json.loads((results / "quality.json").read_text()) == full
+    (written,) = [p for p in results.glob("quality_*.json")]
+    assert json.loads(written.read_text())["runs"][0]["run_dir"].endswith("seed0")
