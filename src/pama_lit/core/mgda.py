@@ -110,18 +110,15 @@ def flatten_gradients(grads: Sequence[torch.Tensor | None], params: Sequence[tor
     )
 
 
-def per_objective_gradients(
-    losses: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False
-) -> torch.Tensor:
+def per_objective_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     """The flat gradient of each of K losses with respect to ``params``: one backward pass each.
 
     ``torch.autograd.grad`` returns the gradients instead of accumulating them, so no ``.grad``
-    changes; the graph is freed after the last pass unless ``retain_graph``.
+    changes; the graph is freed after the last pass.
 
     Args:
         losses: (K,) losses sharing one graph.
         params: the D parameters' tensors, in the order of the flat vectors.
-        retain_graph: keep the graph after the last pass, for another backward through it.
 
     Returns:
         (K, D) one flat gradient per loss, zeros where a parameter got none.
@@ -129,9 +126,7 @@ def per_objective_gradients(
     k = losses.shape[0]
     flat = None
     for i in range(k):
-        grads = torch.autograd.grad(
-            losses[i], params, retain_graph=retain_graph or i < k - 1, allow_unused=True
-        )
+        grads = torch.autograd.grad(losses[i], params, retain_graph=i < k - 1, allow_unused=True)
         g = flatten_gradients(grads, params)
         if flat is None:
             flat = g.new_empty(k, g.numel())

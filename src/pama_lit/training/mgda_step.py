@@ -156,17 +156,19 @@ def _representation_step(losses, vf, hidden, heads, backward, preference, vf_coe
 
 def _parameter_step(losses, shared, heads, preference, timer, kl=None):
     """MGDA: K full backward passes, the Gram matrix of the flat shared gradients, written back (+ kl's)."""
+    k = losses.shape[0]
     with timer("objective_grads"):
-        # The KL term's gradient first: per_objective_gradients frees the graph after its last pass.
-        kl_flat = None if kl is None else per_objective_gradients(kl.reshape(1), shared, retain_graph=True)[0]
-        flat = per_objective_gradients(losses, shared + heads)
+        # The KL term, if any, is one more row of the same passes (its value-head part is zero).
+        flat = per_objective_gradients(
+            losses if kl is None else torch.cat([losses, kl.reshape(1)]), shared + heads
+        )
     num_shared = sum(p.numel() for p in shared)
     with timer("pareto_solve"):
-        solution = solve_min_norm(gram_matrix(flat[:, :num_shared]), preference)
-        combined = combine_gradients(flat[:, :num_shared], solution.coefficients)
-        write_gradients(shared, combined if kl_flat is None else combined + kl_flat.to(combined))
+        solution = solve_min_norm(gram_matrix(flat[:k, :num_shared]), preference)
+        combined = combine_gradients(flat[:k, :num_shared], solution.coefficients)
+        write_gradients(shared, combined if kl is None else combined + flat[k, :num_shared])
         # Task-specific value heads: each takes its own objective's gradient, unweighted.
-        write_gradients(heads, flat[:, num_shared:].sum(0))
+        write_gradients(heads, flat[:k, num_shared:].sum(0))
     return solution
 
 
