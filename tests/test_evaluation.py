@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pama_lit.run.results import mean_ci, summarise
+from pama_lit.run.results import SUMMARY_KEYS, mean_ci, summarise
 from pama_lit.run.train import print_summary
 
 
@@ -36,6 +36,8 @@ def test_summary_holds_fluency_and_kl_spread():
     assert summary["fluency"]["distinct2"] == pytest.approx(0.5)
     assert summary["fluency"]["repeat_frac"] == pytest.approx(0.5)
     assert [s["prompt"] for s in summary["samples"]] == ["p0", "p1"]
+    # SUMMARY_KEYS (what a shared reference evaluation's copy keeps) names exactly these keys.
+    assert set(summary) == set(SUMMARY_KEYS)
 
 
 def test_print_summary_names_every_row_once_with_confidence_intervals(capsys, tmp_path):

@@ -51,8 +51,13 @@ class EvaluationWriter(L.Callback):
         summary = pl_module.last_eval
         if summary is None or not trainer.is_global_zero or trainer.sanity_checking:
             return
-        record = eval_record(summary, **run_metadata(trainer, pl_module))
-        append_jsonl(Path(trainer.default_root_dir) / "evaluations.jsonl", record)
+        append_evaluation(trainer, pl_module, summary)
+
+
+def append_evaluation(trainer, pl_module, summary: dict) -> None:
+    """Append ``summary`` (``results.summarise``'s) to ``<output_dir>/evaluations.jsonl`` as this run's record."""
+    record = eval_record(summary, **run_metadata(trainer, pl_module))
+    append_jsonl(Path(trainer.default_root_dir) / "evaluations.jsonl", record)
 
 
 class RankConsistency(L.Callback):

@@ -20,11 +20,11 @@ from pama_lit.infra.checkpointing import interrupt_status
 from pama_lit.infra.redact import redact
 from pama_lit.rewards import Normalized, build_rewards
 from pama_lit.run import run_folder
-from pama_lit.run.callbacks import run_metadata
+from pama_lit.run.callbacks import append_evaluation, run_metadata
 from pama_lit.run.config import ConfigError, validate_config
 from pama_lit.run.preflight import preflight
 from pama_lit.run.reference import load_shared_reference, reference_key
-from pama_lit.run.results import SUMMARY_KEYS, append_jsonl, eval_record
+from pama_lit.run.results import SUMMARY_KEYS, eval_record
 from pama_lit.run.schema import (
     AlgorithmConfig,
     ConditioningConfig,
@@ -140,10 +140,7 @@ def _train(
         if trainer.is_global_zero:
             write_json_atomic(reference, {**shared, "shared_from": str(Path(cfg.eval.reference).resolve())})
             # evaluations.jsonl's iteration-0 entry, as the evaluation it replaces would have written it.
-            summary = {k: shared[k] for k in SUMMARY_KEYS if k in shared}
-            append_jsonl(
-                output_dir / "evaluations.jsonl", eval_record(summary, **run_metadata(trainer, module))
-            )
+            append_evaluation(trainer, module, {k: shared[k] for k in SUMMARY_KEYS if k in shared})
     else:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         start = module.last_eval
