@@ -220,6 +220,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 @functools.cache
+def composed(overrides: tuple[str, ...]):
+    """The config ``train.py`` composes from ``overrides`` today (composed once per run; not to be changed)."""
+    return compose(list(overrides))
+
+
+@functools.cache
 def planned_config(overrides: tuple[str, ...]) -> dict[str, Any]:
     """The flattened config ``train.py`` composes from ``overrides`` today, as Hydra saves it.
 
@@ -228,7 +234,7 @@ def planned_config(overrides: tuple[str, ...]) -> dict[str, Any]:
     """
     from omegaconf import OmegaConf
 
-    yaml = OmegaConf.to_yaml(compose(list(overrides)))
+    yaml = OmegaConf.to_yaml(composed(overrides))
     return flatten(OmegaConf.to_container(OmegaConf.create(yaml), resolve=False))
 
 
@@ -339,7 +345,9 @@ def execute(
         "attempts": (previous or {}).get("attempts", 0) + 1,
         "returncode": None,
     }
-    shared = reference()
+    # A resumed run that recorded its own reference evaluation keeps it (train.py does); else ask.
+    own = resume and (folder / "reference" / "eval.json").is_file()
+    shared = None if own else reference()
     if shared is not None:
         record["reference_from"] = str(shared)
     (folder / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -365,7 +373,7 @@ def reference_finder(run: Run, budget: list[str], args: argparse.Namespace) -> C
         return lambda: None
     from pama_lit.run.reference import reference_key
 
-    key = reference_key(compose(run_overrides(run, budget)))
+    key = reference_key(composed(tuple(run_overrides(run, budget))))
     return lambda: shared_reference(args.out / run.task, key)
 
 

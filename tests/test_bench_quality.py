@@ -548,3 +548,25 @@ def test_report_only_of_a_subset_keeps_the_fuller_report(tmp_path, capsys):
     assert json.loads((results / "quality.json").read_text()) == full
     (written,) = [p for p in results.glob("quality_*.json")]
     assert json.loads(written.read_text())["runs"][0]["run_dir"].endswith("seed0")
+
+
+def test_a_resumed_run_with_its_own_reference_evaluation_is_given_no_other(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
+    other = tmp_path / "other.json"
+    folder = tmp_path / "run"
+    (folder / "reference").mkdir(parents=True)
+    env = {"OMP_NUM_THREADS": "1"}
+    record = quality.execute(
+        folder, ["algorithm=pama"], [], True, env, reference=lambda: other
+    )  # still has none
+    assert "reference_from" in record and f"eval.reference={other}" in calls[-1]
+    (folder / "reference" / "eval.json").write_text("{}")
+    record = quality.execute(folder, ["algorithm=pama"], [], True, env, reference=lambda: other)
+    assert "reference_from" not in record and not any(a.startswith("eval.reference=") for a in calls[-1])
+    record = quality.execute(
+        folder, ["algorithm=pama"], [], False, env, reference=lambda: other
+    )  # fresh: asks
+    assert record["reference_from"] == str(other)
