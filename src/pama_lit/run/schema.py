@@ -171,9 +171,8 @@ class EvalConfig:
     every_n_iterations: int = key(int_rule(1))  # periodic validation during training
     batch_size: int = key(int_rule(1))  # prompts per validation generate call
     num_samples: int = key(int_rule(0))  # sample responses kept in each result file (eval.json...)
-    reference: str | None = (
-        key()
-    )  # another run's reference/eval.json to take instead of evaluating the reference
+    # another run's reference/eval.json to take instead of evaluating the reference
+    reference: str | None = key()
 
 
 @dataclass
