@@ -103,7 +103,7 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"  # the config Hydra saves for ever
 PER_FOLDER_KEYS = ("paths", "ckpt_path", "eval.reference")
 # Keys added to conf/ after runs on disk were trained, with the value that trains as those runs did:
 # a saved config without the key counts as having this value (a run trained under it, not another, is today's).
-ADDED_KEYS = {"ppo.kl.placement": "reward"}
+ADDED_KEYS = {"ppo.kl.placement": "reward", "rollout.sampling_dtype": None}
 LOG = "bench.log"
 
 

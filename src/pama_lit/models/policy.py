@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from pama_lit.models.merging import merge_blocker, merged_adapters
+from pama_lit.models.merging import cast_parameters, merge_blocker, merged_adapters
 from pama_lit.models.svd_lora import SvdLora
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ class PolicyWithValueHeads(nn.Module):
         do_sample: bool = True,
         merge_adapters: bool = True,
         preferences: torch.Tensor | None = None,
+        sampling_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Sample responses with the KV cache; returns (B,T) new tokens, T <= max_new_tokens.
 
@@ -191,7 +192,9 @@ class PolicyWithValueHeads(nn.Module):
         no per-step adapter matmuls, base weights restored bit for bit); a model that cannot be merged
         exactly (``merge_blocker``) samples through its unmerged adapters, with one warning. SVD-LoRA
         always samples unmerged: each row has its own weights, so there is no one merged weight; its
-        ``preferences`` (B,K) hold for every decoding step.
+        ``preferences`` (B,K) hold for every decoding step. With ``sampling_dtype`` the decoding runs
+        through a copy of the (merged) weights in that dtype (``cast_parameters``); the
+        log-probabilities PPO uses still come from the training forward passes.
         """
         from transformers import GenerationConfig
 
@@ -213,6 +216,9 @@ class PolicyWithValueHeads(nn.Module):
         with (
             torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext(),
             self._sampling_weights(merge_adapters),
+            cast_parameters(self.lm, sampling_dtype)
+            if sampling_dtype is not None
+            else contextlib.nullcontext(),
             self.conditioned(preferences),
         ):
             out = self.lm.generate(

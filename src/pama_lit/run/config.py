@@ -17,6 +17,7 @@ from pama_lit.core.kl_control import KL_CONTROLLERS, KL_PLACEMENTS
 from pama_lit.core.losses import KL_LOSS_ESTIMATORS
 from pama_lit.core.ops import KL_ESTIMATORS
 from pama_lit.core.preference import resolve_preference, simplex_grid
+from pama_lit.models.merging import SAMPLING_DTYPES
 from pama_lit.run.schema import (
     SEED,
     AlgorithmConfig,
@@ -118,6 +119,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"rollout.min_new_tokens={r.min_new_tokens}: must be in [0, {r.max_new_tokens}] "
             f"(at most rollout.max_new_tokens={r.max_new_tokens})"
+        )
+    if r.get("sampling_dtype") is not None and r.sampling_dtype not in SAMPLING_DTYPES:
+        raise ConfigError(
+            f"rollout.sampling_dtype={r.sampling_dtype!r}: must be null (the weights' own dtype) or one of "
+            f"{', '.join(SAMPLING_DTYPES)}"
         )
     p = cfg.ppo
     if r.batch_size % p.num_minibatches:

@@ -118,6 +118,9 @@ class RolloutConfig:
     top_k: int = key(int_rule(0, note="0 = off"))  # sample among the k likeliest tokens
     top_p: float = key(num_rule(0, 1, low_open=True))  # nucleus sampling mass; 1 = off
     merge_adapters: bool = key(BOOL)  # LoRA: sample through merged weights
+    sampling_dtype: str | None = (
+        key()
+    )  # null (the weights' own) | float32 | bfloat16 | float16: sample in this dtype
 
 
 @dataclass

@@ -40,6 +40,7 @@ from pama_lit.core.preference import (
 )
 from pama_lit.infra import distributed
 from pama_lit.infra.checkpointing import capture_rng, restore_rng
+from pama_lit.models.merging import SAMPLING_DTYPES
 from pama_lit.models.policy import PolicyWithValueHeads
 from pama_lit.rewards import Normalized, Reward
 from pama_lit.run.config import check_context_window
@@ -145,6 +146,10 @@ class PamaModule(L.LightningModule):
         self.ppo_cfg = ppo
         self.rollout_cfg = rollout
         self.model_cfg = model
+        dtype = getattr(rollout, "sampling_dtype", None)
+        if dtype is not None and dtype not in SAMPLING_DTYPES:
+            raise ValueError(f"rollout.sampling_dtype={dtype!r}: allowed: null, {', '.join(SAMPLING_DTYPES)}")
+        self.sampling_dtype = SAMPLING_DTYPES[dtype] if dtype is not None else None
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
         self.temperature = rollout.temperature
         self.combiner = build_combiner(algorithm.name, algorithm.noon)
@@ -427,6 +432,7 @@ class PamaModule(L.LightningModule):
                 do_sample=do_sample,
                 merge_adapters=cfg.merge_adapters,
                 preferences=rows,
+                sampling_dtype=self.sampling_dtype,
             )
             response_mask = response_mask_from_eos(responses, self.eos_token_ids)
             responses = responses.masked_fill(~response_mask, self.tokenizer.pad_token_id)
