@@ -58,7 +58,8 @@ from common import RESULTS, ROOT, compose, machine_info, write_result  # noqa: E
 ITERATIONS = 12
 BATCH_SIZE = 16
 MAX_NEW_TOKENS = 48
-PRECISION = "32-true"
+PRECISION = "bf16-mixed"  # 1.95x faster per run than 32-true on this CPU (AMX), benchmarks/README.md (e)
+SAMPLING_DTYPE = "bfloat16"  # rollout.sampling_dtype (null: the weights' own dtype)
 EVAL_EVERY = 12
 
 # Task name -> experiment config (conf/experiment/). All three have two objectives.
@@ -166,6 +167,7 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
         f"rollout.batch_size={args.batch_size}",
         f"rollout.max_new_tokens={args.max_new_tokens}",
         f"trainer.precision={args.precision}",
+        f"rollout.sampling_dtype={args.sampling_dtype}",
         f"eval.every_n_iterations={args.eval_every}",
         *([f"data.val_size={args.val_size}"] if args.val_size is not None else []),
         "logger=csv",
@@ -819,6 +821,7 @@ def budget_record(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens,
         "precision": args.precision,
+        "sampling_dtype": args.sampling_dtype,
         "eval_every": args.eval_every,
         "val_size": args.val_size,
         "extra": args.extra,
@@ -920,6 +923,12 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument(
         "--precision", help=f"trainer.precision, e.g. 32-true or bf16-mixed (default {PRECISION})"
     )
+    budget.add_argument(
+        "--sampling-dtype",
+        choices=["null", "float32", "bfloat16", "float16"],
+        help=f"rollout.sampling_dtype, the dtype rollouts and evaluations sample in (default {SAMPLING_DTYPE}: "
+        "the weights' own)",
+    )
     budget.add_argument("--eval-every", type=int, help=f"eval.every_n_iterations (default {EVAL_EVERY})")
     budget.add_argument(
         "--val-size",
@@ -988,6 +997,7 @@ def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         "batch_size": BATCH_SIZE,
         "max_new_tokens": MAX_NEW_TOKENS,
         "precision": PRECISION,
+        "sampling_dtype": SAMPLING_DTYPE,
         "eval_every": EVAL_EVERY,
         "val_size": None,
         "jobs": 1,

@@ -293,6 +293,13 @@ def test_quick_presets_give_way_to_flags():
     assert "data.val_size=32" in quality.budget_overrides(quality.parse_args(["--quick", "--val-size", "32"]))
     with pytest.raises(SystemExit):
         quality.parse_args(["--val-size", "0"])
+    # The sampling dtype reaches every run, and every run gets the same one.
+    assert f"rollout.sampling_dtype={quality.SAMPLING_DTYPE}" in quality.budget_overrides(full)
+    assert "rollout.sampling_dtype=float32" in quality.budget_overrides(
+        quality.parse_args(["--sampling-dtype", "float32"])
+    )
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--sampling-dtype", "int8"])
 
 
 def test_threads_split_the_cores_between_jobs():
