@@ -944,7 +944,7 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
     """Parallelism, folders and modes: --jobs, --out, --results, --force, --accept-drift, --dry-run, --report-only."""
     how = parser.add_argument_group("how")
     how.add_argument(
-        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 1, --quick 2)"
+        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 2)"
     )
     how.add_argument(
         "--out",
@@ -1000,7 +1000,7 @@ def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         "sampling_dtype": SAMPLING_DTYPE,
         "eval_every": EVAL_EVERY,
         "val_size": None,
-        "jobs": 1,
+        "jobs": 2,  # two runs of one thread each: on 2 cores 1.25x the throughput of one run of two
     }
     fill_unset(args, defaults, presets)
     if args.jobs < 1:

@@ -286,7 +286,7 @@ def test_quick_presets_give_way_to_flags():
     mixed = quality.parse_args(["--quick", "--iterations", "3", "--jobs", "1", "--no-fronts"])
     assert (mixed.iterations, mixed.batch_size, mixed.jobs, mixed.front_algorithms) == (3, 8, 1, [])
     full = quality.parse_args([])
-    assert (full.iterations, full.batch_size, full.max_new_tokens, full.jobs) == (12, 16, 48, 1)
+    assert (full.iterations, full.batch_size, full.max_new_tokens, full.jobs) == (12, 16, 48, 2)
     # --quick evaluates on 64 held-out prompts; the full benchmark leaves the experiment's 128 alone.
     assert "data.val_size=64" in quality.budget_overrides(quick)
     assert not any(o.startswith("data.val_size") for o in quality.budget_overrides(full))

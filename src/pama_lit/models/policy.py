@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from pama_lit.models.merging import cast_parameters, merge_blocker, merged_adapters
+from pama_lit.models.merging import adapter_parameters, cast_parameters, merge_blocker, merged_adapters
 from pama_lit.models.svd_lora import SvdLora
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,9 @@ class PolicyWithValueHeads(nn.Module):
         exactly (``merge_blocker``) samples through its unmerged adapters, with one warning. SVD-LoRA
         always samples unmerged: each row has its own weights, so there is no one merged weight; its
         ``preferences`` (B,K) hold for every decoding step. With ``sampling_dtype`` the decoding runs
-        through a copy of the (merged) weights in that dtype (``cast_parameters``); the
-        log-probabilities PPO uses still come from the training forward passes.
+        through a copy of the weights in that dtype (``cast_parameters``), the adapters unmerged
+        and in their own dtype when it is a half-precision one (``merge_blocker``); the log-probabilities PPO uses still come
+        from the training forward passes.
         """
         from transformers import GenerationConfig
 
@@ -215,10 +216,7 @@ class PolicyWithValueHeads(nn.Module):
         on_cpu = input_ids.device.type == "cpu"
         with (
             torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext(),
-            self._sampling_weights(merge_adapters),
-            cast_parameters(self.lm, sampling_dtype)
-            if sampling_dtype is not None
-            else contextlib.nullcontext(),
+            self.sampling_weights(merge_adapters, sampling_dtype),
             self.conditioned(preferences),
         ):
             out = self.lm.generate(
@@ -234,13 +232,28 @@ class PolicyWithValueHeads(nn.Module):
             raise ValueError("an svd_lora policy needs the preferences of the rows it runs on")
         return self.svd_lora.preference(preferences)
 
-    def _sampling_weights(self, merge_adapters: bool) -> contextlib.AbstractContextManager:
-        if not (self.uses_lora and merge_adapters):
-            return contextlib.nullcontext()
-        reason = merge_blocker(self.lm)
-        if reason is None:
-            return merged_adapters(self.lm)
-        if not self._merge_fallback_logged:
-            log.warning("rollout.merge_adapters: sampling through unmerged adapters, because %s", reason)
-            self._merge_fallback_logged = True
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def sampling_weights(
+        self, merge_adapters: bool, sampling_dtype: torch.dtype | None = None
+    ) -> Iterator[None]:
+        """The weights ``generate`` decodes with, inside the block: merged LoRA weights where that is
+        exact (``merge_blocker``: never held in a half-precision dtype, whose rounding would erase the
+        update), then every weight but the adapters' cast to ``sampling_dtype`` (None: as they are); the
+        adapters (LoRA, SVD-LoRA) keep their dtype, so the update they add keeps its precision. All
+        restored on exit."""
+        with contextlib.ExitStack() as stack:
+            if self.uses_lora and merge_adapters:
+                reason = merge_blocker(self.lm, sampling_dtype)
+                if reason is None:
+                    stack.enter_context(merged_adapters(self.lm))
+                elif not self._merge_fallback_logged:
+                    log.warning(
+                        "rollout.merge_adapters: sampling through unmerged adapters, because %s", reason
+                    )
+                    self._merge_fallback_logged = True
+            if sampling_dtype is not None:
+                keep = adapter_parameters(self.lm)
+                if self.svd_lora is not None:
+                    keep.extend(self.svd_lora.parameters())
+                stack.enter_context(cast_parameters(self.lm, sampling_dtype, keep=keep))
+            yield
