@@ -58,8 +58,10 @@ from common import RESULTS, ROOT, compose, machine_info, write_result  # noqa: E
 ITERATIONS = 12
 BATCH_SIZE = 16
 MAX_NEW_TOKENS = 48
-PRECISION = "bf16-mixed"  # 1.95x faster per run than 32-true on this CPU (AMX), benchmarks/README.md (e)
-SAMPLING_DTYPE = "bfloat16"  # rollout.sampling_dtype (null: the weights' own dtype)
+PRECISION = (
+    "32-true"  # bf16-mixed (with --sampling-dtype bfloat16) is ~2x faster here: benchmarks/README.md (e)
+)
+SAMPLING_DTYPE = "null"  # rollout.sampling_dtype: null samples in the weights' own dtype
 EVAL_EVERY = 12
 
 # Task name -> experiment config (conf/experiment/). All three have two objectives.
@@ -943,9 +945,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 def add_how_arguments(parser: argparse.ArgumentParser) -> None:
     """Parallelism, folders and modes: --jobs, --out, --results, --force, --accept-drift, --dry-run, --report-only."""
     how = parser.add_argument_group("how")
-    how.add_argument(
-        "--jobs", type=int, help="runs at once, each with cores // jobs threads (default 2)"
-    )
+    how.add_argument("--jobs", type=int, help="runs at once, each with cores // jobs threads (default 2)")
     how.add_argument(
         "--out",
         type=Path,

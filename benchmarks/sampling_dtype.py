@@ -19,7 +19,11 @@ rounds (the order alternating):
   weights (which ``merge_blocker`` refuses: the rounding erases the update) and the reference policy
   (adapters off), each against the fp32 trainer.
 
-Run: ``.venv/bin/python benchmarks/sampling_dtype.py`` (about 2 minutes with 1 thread, quiet machine).
+With ``--adapter <run>/final/adapter`` it also measures, on that trained policy, how much of each
+LoRA layer's update a bfloat16 weight keeps, merged (``bf16(W + delta) - bf16(W)``) or apart.
+
+Run: ``.venv/bin/python benchmarks/sampling_dtype.py [--adapter ...]`` (about 2 minutes with 1
+thread, quiet machine).
 """
 
 from __future__ import annotations
@@ -41,13 +45,12 @@ from pama_lit.models import PolicyWithValueHeads, load_embedded_smollm2, merged_
 from pama_lit.models.merging import _lora_layers, cast_parameters  # noqa: E402
 
 CLIP = 0.2  # ppo.clip_coef's default
-UPDATE_SIZE = 1.3e-3  # median |B @ A * scaling| / median |W| of a trained policy's adapters
+UPDATE_SIZE = 1.3e-3  # median |B @ A * scaling| / median |W| per layer; a trained policy's: 0.18% (--adapter)
 
 
 def mismatch(sampler: torch.Tensor, trainer: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     """Per-token statistics of log p_sampler - log p_trainer over the response tokens in ``mask``."""
     log_ratio = (sampler - trainer)[mask].double()
-    ratio = log_ratio.exp()  # p_sampler / p_trainer, the sampler's tokens
     inverse = (-log_ratio).exp()  # p_trainer / p_sampler: what an importance weight would be
     return {
         "k1": log_ratio.mean().item(),
@@ -59,6 +62,34 @@ def mismatch(sampler: torch.Tensor, trainer: torch.Tensor, mask: torch.Tensor) -
     }
 
 
+def loaded_model_with(adapter: Path) -> torch.nn.Module:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_embedded_smollm2("float32").model, str(adapter))
+
+
+@torch.no_grad()
+def update_kept_in_bf16(model: torch.nn.Module) -> dict[str, float]:
+    """How much of each LoRA layer's update ``delta`` survives in a bfloat16 weight, over all layers.
+
+    merged: ``bf16(W + delta) - bf16(W)``, the update a merged bfloat16 weight carries; unmerged:
+    ``bf16(delta)`` (an upper bound on the error of the float32 adapters' product, which sampling
+    uses). Each as ||carried - delta|| / ||delta||; and the update's size, median |delta| / median |W|.
+    """
+    sq = merged = unmerged = 0.0
+    sizes = []
+    for _, layer in _lora_layers(model):
+        weight = layer.get_base_layer().weight.float()
+        delta = layer.get_delta_weight("default").float()
+        carried = (weight + delta).bfloat16().float() - weight.bfloat16().float()
+        sq += delta.pow(2).sum().item()
+        merged += (carried - delta).pow(2).sum().item()
+        unmerged += (delta.bfloat16().float() - delta).pow(2).sum().item()
+        sizes.append((delta.abs().median() / weight.abs().median()).item())
+    return {"merged_error": (merged / sq) ** 0.5, "unmerged_error": (unmerged / sq) ** 0.5,
+            "update_size": median(sizes)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,6 +97,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
     parser.add_argument("--rounds", type=int, default=4, help="measured rounds (one warm-up round before)")
     parser.add_argument("--new-tokens", type=int, default=48, help="tokens sampled per response (exactly)")
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        help="a trained run's final/adapter: also measure how much of its update a bfloat16 merged weight keeps",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_logs()
@@ -154,6 +190,7 @@ def main() -> None:
         stats[label] = mismatch(first, second, torch.ones_like(responses, dtype=torch.bool))
         stats[label]["responses"] = reps * len(ids)
 
+    erasure = update_kept_in_bf16(loaded_model_with(args.adapter)) if args.adapter else None
     fp32 = median(wall["fp32 sampling"])
     title = (f"SmolLM2 + LoRA r={lora['r']} (merged), batch {len(ids)}, {args.new_tokens} new tokens, "
              f"{args.threads} thread(s), medians of {args.rounds} rounds")  # fmt: skip
@@ -165,12 +202,17 @@ def main() -> None:
     print_table(["pair (on the first one's samples)", "k1 / token", "k3 / token", "mean |r - 1|",
                  f"|r - 1| > {CLIP}", "max |log r|", "tokens"], rows,
                 "log-probability mismatch per response token")  # fmt: skip
+    if erasure is not None:
+        print(f"\n{args.adapter}: median |delta| / median |W| = {erasure['update_size']:.3g}; relative error of "
+              f"the update a bfloat16 weight carries: merged {erasure['merged_error']:.3f}, "
+              f"unmerged {erasure['unmerged_error']:.4f}")  # fmt: skip
     info["load_average_at_end"] = os.getloadavg()
     write_result("sampling_dtype", {"machine": info, "threads": args.threads, "rounds": args.rounds,
                                     "lora": lora, "batch": len(ids), "new_tokens": args.new_tokens,
                                     "wall_seconds": wall,
                                     "bf16_over_fp32_wall": median(wall["bfloat16 sampling"]) / fp32,
-                                    "mismatch": stats})  # fmt: skip
+                                    "mismatch": stats, "adapter": str(args.adapter) if args.adapter else None,
+                                    "update_kept_in_bf16": erasure})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -434,6 +434,8 @@ def test_done_runs_are_skipped_failures_reported_and_exit_non_zero(tmp_path, mon
         "--no-fronts",
         "--iterations",
         "7",
+        "--jobs",  # one at a time: the fake composes configs with Hydra, whose global state is not thread-safe
+        "1",
         "--extra",
         "debug=tiny",
     ]

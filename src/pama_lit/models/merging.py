@@ -55,10 +55,10 @@ def merge_blocker(model: nn.Module, sampling_dtype: torch.dtype | None = None) -
 
     That last condition: a merged weight ``W + delta`` in bfloat16 or float16 rounds to a step of
     1/256 (1/2048) of the weight, while a LoRA update is far smaller (on SmolLM2 after 12 PPO
-    iterations the median ``|delta|`` is 0.13% of the median ``|W|``), so rounding erases it:
-    97% of the update was lost that way, and the sampler drew from the reference policy plus
-    rounding noise. Unmerged, the adapters' product is computed on its own and keeps its precision
-    (0.17% error in bfloat16).
+    iterations a layer's median ``|delta|`` is 0.18% of its median ``|W|``), so rounding mostly erases
+    it: what a bfloat16 merged weight carries of that policy's update, ``bf16(W + delta) -
+    bf16(W)``, is off by 97% of the update's norm (benchmarks/sampling_dtype.py ``--adapter``).
+    Unmerged, the adapters' product is computed on its own and keeps its precision.
 
     Args:
         model: the model to sample from.
