@@ -259,3 +259,25 @@ def quiet_logs() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pama_lit", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def smollm2_lora_policy():
+    """SmolLM2-135M-Instruct (fp32) with the default LoRA of ``conf/model/smollm2.yaml``, lora_B drawn
+    from N(0, 0.02) under seed 0 (as after training: zeros would cost the same), and its tokenizer
+    padding on the left. Returns (policy, lora config, tokenizer)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from pama_lit.models import PolicyWithValueHeads, load_embedded_smollm2
+
+    lora = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/smollm2.yaml").lora)
+    loaded = load_embedded_smollm2("float32")
+    torch.manual_seed(0)
+    policy = PolicyWithValueHeads(loaded.model, num_value_heads=1, lora=lora)
+    with torch.no_grad():
+        for name, p in policy.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    return policy, lora, tokenizer

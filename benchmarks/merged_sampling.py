@@ -27,12 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     PROMPTS,
-    ROOT,
     machine_info,
     median,
     peak_rss_mib,
@@ -40,10 +38,11 @@ from common import (  # noqa: E402
     quiet_logs,
     reset_peak_rss,
     rss_mib,
+    smollm2_lora_policy,
     write_result,
 )
 
-from pama_lit.models import PolicyWithValueHeads, load_embedded_smollm2, merged_adapters  # noqa: E402
+from pama_lit.models import merged_adapters  # noqa: E402
 
 
 def main() -> None:
@@ -58,16 +57,7 @@ def main() -> None:
     quiet_logs()
     info = machine_info()
 
-    lora = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/smollm2.yaml").lora)
-    loaded = load_embedded_smollm2("float32")
-    torch.manual_seed(0)
-    policy = PolicyWithValueHeads(loaded.model, num_value_heads=1, lora=lora)
-    with torch.no_grad():
-        for name, p in policy.lm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
+    policy, lora, tokenizer = smollm2_lora_policy()
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     ids, mask = batch["input_ids"], batch["attention_mask"].bool()
 

@@ -35,13 +35,20 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROMPTS, ROOT, machine_info, median, print_table, quiet_logs, write_result  # noqa: E402
+from common import (  # noqa: E402
+    PROMPTS,
+    machine_info,
+    median,
+    print_table,
+    quiet_logs,
+    smollm2_lora_policy,
+    write_result,
+)
 
 from pama_lit.core import ops  # noqa: E402
-from pama_lit.models import PolicyWithValueHeads, load_embedded_smollm2, merged_adapters  # noqa: E402
+from pama_lit.models import load_embedded_smollm2, merged_adapters  # noqa: E402
 from pama_lit.models.merging import _lora_layers, cast_parameters  # noqa: E402
 
 CLIP = 0.2  # ppo.clip_coef's default
@@ -107,22 +114,15 @@ def main() -> None:
     quiet_logs()
     info = machine_info()
 
-    lora = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/smollm2.yaml").lora)
-    loaded = load_embedded_smollm2("float32")
-    torch.manual_seed(0)
-    policy = PolicyWithValueHeads(loaded.model, num_value_heads=1, lora=lora)
-    # lora_B randomised, then scaled so that each layer's update is the size a trained one has: a
-    # median |delta| of 0.13% of the median |W| (measured on PAMA's 12-iteration SmolLM2 policy).
+    policy, lora, tokenizer = smollm2_lora_policy()
+    # lora_B then scaled so that each layer's update has about a trained one's size (UPDATE_SIZE).
     with torch.no_grad():
         for _, layer in _lora_layers(policy.lm):
-            layer.lora_B["default"].weight.normal_(0, 0.02)
             ratio = (
                 layer.get_delta_weight("default").abs().median()
                 / layer.get_base_layer().weight.abs().median()
             )
             layer.lora_B["default"].weight.mul_(UPDATE_SIZE / ratio)
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
     batch = tokenizer(PROMPTS * 2, return_tensors="pt", padding=True)
     ids, mask = batch["input_ids"], batch["attention_mask"].bool()
     eos = [tokenizer.eos_token_id]
