@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_config
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from tiny import TINY
 
 from pama_lit.infra.checkpointing import CheckpointError
 from pama_lit.models.svd_lora import SvdLora
 from pama_lit.rewards import build_rewards
 from pama_lit.run.config import ConfigError, validate_config
-from pama_lit.run.evaluate import evaluate, load_final_weights
+from pama_lit.run.reference import reference_key
+from pama_lit.run.evaluate import evaluate, load_final_weights, load_run_config
 from pama_lit.run.train import build_module, train
 from pama_lit.training.module import PamaModule
 
@@ -244,6 +245,11 @@ def test_evaluate_runs_the_exported_policy_at_a_chosen_preference(trained):
     assert a["kl_ref"] != b["kl_ref"]
     reference = evaluate(run_dir, policy="reference", preference=[0.8, 0.2])
     assert reference["kl_ref"] == 0.0  # the adapters start at the base model
+    # Keyed as a run trained at that preference keys its reference, so such a run can take it.
+    run_cfg = load_run_config(run_dir)
+    with open_dict(run_cfg):
+        run_cfg.preference = [0.8, 0.2]
+    assert reference["reference_key"] == reference_key(run_cfg)
     adapter = run_dir / "final" / "svd_lora" / "adapter_model.safetensors"
     adapter.rename(adapter.with_suffix(".bak"))
     try:

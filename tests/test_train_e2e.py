@@ -246,6 +246,21 @@ def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
         assert trained["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
     for name, value in result["start"]["fluency"].items():
         assert reference["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
+    # The reference it writes carries the key train.py records, so runs can take it (eval.reference) ...
+    from pama_lit.run.reference import load_shared_reference, reference_key
+
+    in_training = json.loads((run_dir / "reference" / "eval.json").read_text())
+    assert reference["reference_key"] == in_training["reference_key"] == reference_key(tiny_cfg)
+    taking = tiny_cfg.copy()
+    with open_dict(taking):
+        taking.eval.reference = str(tmp_path / "reference.json")
+    assert load_shared_reference(taking) == reference
+    # ... and names what it evaluated: other prompts, another key (a run with that val_size's).
+    fewer = evaluate(run_dir, "reference", num_prompts=1, output=tmp_path / "fewer.json")
+    with open_dict(taking):
+        taking.data.val_size = 1
+        taking.eval.reference = None
+    assert fewer["reference_key"] == reference_key(taking) != reference["reference_key"]
 
 
 @pytest.mark.parametrize(

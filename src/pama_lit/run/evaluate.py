@@ -36,6 +36,7 @@ from pama_lit.infra.checkpointing import (
 )
 from pama_lit.rewards import build_rewards
 from pama_lit.run.callbacks import run_metadata
+from pama_lit.run.reference import reference_key
 from pama_lit.run.results import eval_record
 from pama_lit.run.train import SVD_LORA_FILE, build_module
 from pama_lit.training.module import PamaModule
@@ -182,6 +183,7 @@ def evaluate(
         raise ValueError(f"policy={policy!r} is not one of {', '.join(POLICIES)}")
     run_dir = Path(run_dir).resolve()
     cfg = load_run_config(run_dir)
+    saved = cfg.copy()  # the run's own sections, as train.py keyed its reference (see evaluation_key)
     conditioning = conditioning_of(run_dir, cfg)
     objectives = list(cfg.objective.rewards)
     points = None
@@ -222,6 +224,8 @@ def evaluate(
             cfg.data.val_size = int(num_prompts)
         if seed is not None:
             cfg.eval.seed = int(seed)
+    with open_dict(saved):
+        saved.data.val_size, saved.eval.seed = cfg.data.val_size, cfg.eval.seed
     if cfg.data.val_size < 1:
         raise ValueError(
             f"the run in {run_dir} has data.val_size={cfg.data.val_size} (no held-out prompts); give "
@@ -248,7 +252,8 @@ def evaluate(
     datamodule = instantiate(cfg.data)
     default = run_dir / ("eval.json" if policy == "trained" else "reference/eval.json")
     if points is None:
-        return _evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, Path(output or default))
+        key = evaluation_key(saved, None)
+        return _evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, Path(output or default), key)
     records = []
     for point in points:
         # The module samples every validation prompt at its preference (in the prompt or the adapters),
@@ -259,12 +264,32 @@ def evaluate(
         folder = preference_folder(run_dir, module.preference.tolist())
         default = folder / ("eval.json" if policy == "trained" else "reference/eval.json")
         path = Path(output) if output else default
-        records.append(_evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, path))
+        key = evaluation_key(saved, point)
+        records.append(_evaluate_one(trainer, module, datamodule, cfg, run_dir, policy, path, key))
     return records if grid_steps is not None else records[0]
 
 
-def _evaluate_one(trainer, module, datamodule, cfg, run_dir: Path, policy: str, path: Path) -> dict[str, Any]:
-    """Validate ``module`` at its preference and write the result file ``path``."""
+def evaluation_key(saved: DictConfig, preference: list[float] | None) -> str:
+    """The ``reference_key`` of a reference evaluation made here, so that runs can take it (``eval.reference``).
+
+    That of a run trained under the saved config with this evaluation's prompts and seed (``saved``
+    carries them), on the one device this script samples with (a run on N processes sampled its
+    reference in N shares: other responses, another key) and, for a conditioned run, at
+    ``preference`` (the reference's prompts carry it).
+    """
+    cfg = saved.copy()
+    with open_dict(cfg):
+        cfg.trainer.devices = 1
+        if preference is not None:  # as a run would name it: float32 weights read 0.8000000119 unrounded
+            cfg.preference = [round(float(w), 6) for w in preference]
+    return reference_key(cfg)
+
+
+def _evaluate_one(
+    trainer, module, datamodule, cfg, run_dir: Path, policy: str, path: Path, key: str
+) -> dict[str, Any]:
+    """Validate ``module`` at its preference and write the result file ``path`` (a reference's with
+    ``reference_key`` ``key``)."""
     # A freshly built policy is the reference: LoRA's B matrices start at zero (SVD-LoRA's U, or its
     # singular values: models/svd_lora.py INITS), and without LoRA
     # the weights are the base model's until the exported ones are loaded.
@@ -272,6 +297,8 @@ def _evaluate_one(trainer, module, datamodule, cfg, run_dir: Path, policy: str, 
     meta = run_metadata(trainer, module, policy)
     meta["run_dir"] = str(run_dir)
     meta["iteration"] = cfg.iterations if policy == "trained" else 0
+    if policy == "reference":
+        meta["reference_key"] = key
     record = eval_record(module.last_eval, **meta)
     write_json_atomic(path, record)
     log.info("Wrote %s", path)
