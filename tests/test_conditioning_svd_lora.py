@@ -17,8 +17,8 @@ from pama_lit.infra.checkpointing import CheckpointError
 from pama_lit.models.svd_lora import SvdLora
 from pama_lit.rewards import build_rewards
 from pama_lit.run.config import ConfigError, validate_config
-from pama_lit.run.reference import reference_key
 from pama_lit.run.evaluate import evaluate, load_final_weights, load_run_config
+from pama_lit.run.reference import reference_key
 from pama_lit.run.train import build_module, train
 from pama_lit.training.module import PamaModule
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pama_lit.run.results import SUMMARY_KEYS, mean_ci, summarise
 from pama_lit.run.train import print_summary
@@ -95,3 +98,51 @@ def test_evaluate_keeps_the_split_of_the_run(tmp_path, saved_split_seed):
     (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     loaded = load_run_config(tmp_path)
     assert loaded.data.split_seed == (3 if saved_split_seed is None else saved_split_seed)
+
+
+# ------------------------------------------------------------------ responses files and paired differences
+def _response(prompt: str, score: float) -> dict:
+    return {"prompt": prompt, "response": f"r-{prompt}", "scores": {"a": score}, "length": 3, "kl_ref": 0.1,
+            "ref_logprob": -4.0, "extra": "not kept"}  # fmt: skip
+
+
+def test_responses_file_sits_beside_its_result_and_round_trips(tmp_path):
+    from pama_lit.run.results import read_responses, responses_path, write_result
+
+    assert responses_path(tmp_path / "eval.json") == tmp_path / "eval.responses.jsonl"
+    assert responses_path(tmp_path / "ref" / "x.json") == tmp_path / "ref" / "x.responses.jsonl"
+    records = [_response("p1", 0.5), _response("p2", -1.0)]
+    write_result(tmp_path / "eval.json", {"format": "pama_lit.eval/1", "n": 2}, records)
+    assert json.loads((tmp_path / "eval.json").read_text()) == {"format": "pama_lit.eval/1", "n": 2}
+    back = read_responses(tmp_path / "eval.json")
+    assert back == [{k: v for k, v in r.items() if k != "extra"} for r in records]
+    # Without records: the result alone, and read_responses says there are none.
+    write_result(tmp_path / "old.json", {"n": 0}, None)
+    assert (
+        not responses_path(tmp_path / "old.json").exists() and read_responses(tmp_path / "old.json") is None
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(-5, 5)), min_size=2, max_size=40))
+def test_paired_difference_is_the_mean_of_per_prompt_differences(pairs):
+    from pama_lit.run.results import paired_difference
+
+    policy = [_response(f"p{i}", a) for i, (a, _) in enumerate(pairs)]
+    reference = [_response(f"p{i}", b) for i, (_, b) in enumerate(pairs)]
+    got = paired_difference(policy, reference, "a")
+    diffs = [a - b for a, b in pairs]  # the naive oracle
+    n = len(diffs)
+    mean = sum(diffs) / n
+    std = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    assert got["n"] == n and got["mean"] == pytest.approx(mean, abs=1e-9)
+    assert got["ci95"] == pytest.approx([mean - 1.96 * std / n**0.5, mean + 1.96 * std / n**0.5], abs=1e-9)
+
+
+def test_paired_difference_refuses_responses_to_other_prompts():
+    from pama_lit.run.results import paired_difference
+
+    with pytest.raises(ValueError, match="not to the same prompts"):
+        paired_difference([_response("p1", 1.0)], [_response("p2", 0.0)], "a")
+    with pytest.raises(ValueError, match="not to the same prompts"):
+        paired_difference([_response("p1", 1.0)], [_response("p1", 0.0), _response("p2", 0.0)], "a")

@@ -10,7 +10,7 @@ from tiny import TINY
 
 from pama_lit.run.config import ConfigError
 from pama_lit.run.reference import load_shared_reference, reference_key
-from pama_lit.run.results import SUMMARY_KEYS
+from pama_lit.run.results import SUMMARY_KEYS, read_responses
 from pama_lit.run.train import train
 
 BASE = ["data.val_size=4"]
@@ -103,6 +103,9 @@ def test_a_run_takes_a_matching_reference_instead_of_evaluating_it(tmp_path, mon
     copied = json.loads((tmp_path / "second" / "reference" / "eval.json").read_text())
     original_record = json.loads(shared.read_text())
     assert copied == {**original_record, "shared_from": str(shared.resolve())}
+    assert (
+        read_responses(tmp_path / "second" / "reference" / "eval.json") == read_responses(shared) is not None
+    )
     assert result["start"]["rewards"] == original_record["rewards"]
     history = [
         json.loads(line) for line in (tmp_path / "second" / "evaluations.jsonl").read_text().splitlines()

@@ -246,6 +246,23 @@ def test_evaluate_reloads_the_trained_policy(tiny_cfg, tmp_path):
         assert trained["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
     for name, value in result["start"]["fluency"].items():
         assert reference["fluency"][name] == pytest.approx(value, abs=1e-5, nan_ok=True)
+    # Every response beside each result file, in the prompts' order, the summary's means computed from them.
+    from pama_lit.run.results import read_responses
+
+    for path, summary in (
+        (run_dir / "eval.json", result["end"]),
+        (run_dir / "reference" / "eval.json", result["start"]),
+    ):
+        responses = read_responses(path)
+        assert len(responses) == summary["num_prompts"] == tiny_cfg.data.val_size
+        for name in ("sentiment", "length"):
+            mean = sum(r["scores"][name] for r in responses) / len(responses)
+            assert mean == pytest.approx(summary["rewards"][name]["mean"], abs=1e-9)
+        assert [r["response"] for r in responses[: len(summary["samples"])]] == [
+            s["response"] for s in summary["samples"]
+        ]
+    assert read_responses(tmp_path / "trained.json") == read_responses(run_dir / "eval.json")
+    assert read_responses(tmp_path / "reference.json") == read_responses(run_dir / "reference" / "eval.json")
     # The reference it writes carries the key train.py records, so runs can take it (eval.reference) ...
     from pama_lit.run.reference import load_shared_reference, reference_key
 

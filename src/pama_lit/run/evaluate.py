@@ -26,7 +26,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from pama_lit.core.preference import quantize_preferences, resolve_preference, simplex_grid
-from pama_lit.infra.atomic import write_json_atomic
 from pama_lit.infra.checkpointing import (
     CheckpointError,
     check_safetensors_file,
@@ -37,7 +36,7 @@ from pama_lit.infra.checkpointing import (
 from pama_lit.rewards import build_rewards
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.reference import reference_key
-from pama_lit.run.results import eval_record
+from pama_lit.run.results import eval_record, write_result
 from pama_lit.run.train import SVD_LORA_FILE, build_module
 from pama_lit.training.module import PamaModule
 
@@ -300,6 +299,6 @@ def _evaluate_one(
     if policy == "reference":
         meta["reference_key"] = key
     record = eval_record(module.last_eval, **meta)
-    write_json_atomic(path, record)
+    write_result(path, record, module.last_eval_records)
     log.info("Wrote %s", path)
     return record

@@ -1,6 +1,9 @@
-"""Evaluation summaries and result files (``eval.json``, ``evaluations.jsonl``).
+"""Evaluation summaries and result files (``eval.json``, its ``eval.responses.jsonl``, ``evaluations.jsonl``).
 
 The file format ``pama_lit.eval/1`` is what ``python -m pama_lit.fronts`` and the notebook read.
+Beside each result file, ``responses_path`` names the file of every response it summarises, one JSON
+line each in the held-out prompts' order, so that responses can be read, scored again by another
+judge, or compared prompt by prompt with another policy's (``paired_difference``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pama_lit.core import fluency
+from pama_lit.infra.atomic import write_atomic, write_json_atomic
 
 EVAL_FORMAT = "pama_lit.eval/1"
 
@@ -67,6 +71,64 @@ def summarise(records: list[dict[str, Any]], objectives: list[str], num_samples:
             for r in records[:num_samples]
         ],
     }
+
+
+# What a line of a responses file keeps of an evaluated sample (``summarise``'s records).
+RESPONSE_KEYS = ("prompt", "response", "scores", "length", "kl_ref", "ref_logprob")
+
+
+def responses_path(result: str | os.PathLike) -> Path:
+    """The responses file of a result file: ``eval.json`` -> ``eval.responses.jsonl`` (same folder)."""
+    result = Path(result)
+    stem = result.name[: -len(".json")] if result.name.endswith(".json") else result.name
+    return result.with_name(f"{stem}.responses.jsonl")
+
+
+def write_result(
+    path: str | os.PathLike, record: dict[str, Any], responses: list[dict[str, Any]] | None
+) -> Path:
+    """Write a result file and, with ``responses`` (the evaluation's records), its responses file first.
+
+    Both atomically; the result file last, since its presence means the evaluation is complete (a
+    crash between the two leaves a responses file without a result, never the reverse).
+    """
+    if responses is not None:
+        lines = "".join(json.dumps({k: r[k] for k in RESPONSE_KEYS if k in r}) + "\n" for r in responses)
+        write_atomic(responses_path(path), lines)
+    return write_json_atomic(path, record)
+
+
+def read_responses(result: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The responses beside a result file, or None when it has none (written before they were)."""
+    path = responses_path(result)
+    if not path.is_file():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def paired_difference(
+    policy: list[dict[str, Any]], reference: list[dict[str, Any]], objective: str, z: float = 1.96
+) -> dict[str, Any]:
+    """Mean over prompts of ``policy``'s score minus ``reference``'s on the same prompt, with its 95% interval.
+
+    Pairing by prompt takes the prompts' own difficulty out of the comparison, so the interval is that
+    of the policies' difference on these prompts (both sampled once per prompt), not of either mean.
+
+    Raises:
+        ValueError: the two were not evaluated on the same prompts in the same order.
+    """
+    if [r["prompt"] for r in policy] != [r["prompt"] for r in reference]:
+        raise ValueError(
+            f"paired_difference: the policy's {len(policy)} and the reference's {len(reference)} responses "
+            "are not to the same prompts in the same order"
+        )
+    return mean_ci(
+        [
+            float(a["scores"][objective]) - float(b["scores"][objective])
+            for a, b in zip(policy, reference, strict=True)
+        ],
+        z,
+    )
 
 
 def eval_record(summary: dict[str, Any], **meta: Any) -> dict[str, Any]:

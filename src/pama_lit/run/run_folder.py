@@ -42,6 +42,7 @@ LOCK_NAME = ".pama_lit.lock"
 # has produced something there. eval.json comes last, once final/ is complete.
 RESULTS = (
     "eval.json",
+    "eval.responses.jsonl",
     "final",
     "reference",
     "evaluations.jsonl",

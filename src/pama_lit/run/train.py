@@ -24,7 +24,7 @@ from pama_lit.run.callbacks import append_evaluation, run_metadata
 from pama_lit.run.config import ConfigError, validate_config
 from pama_lit.run.preflight import preflight
 from pama_lit.run.reference import load_shared_reference, reference_key
-from pama_lit.run.results import SUMMARY_KEYS, eval_record
+from pama_lit.run.results import SUMMARY_KEYS, eval_record, read_responses, write_result
 from pama_lit.run.schema import (
     AlgorithmConfig,
     ConditioningConfig,
@@ -138,7 +138,8 @@ def _train(
         start = shared  # another run's, evaluated under this run's settings (its reference_key)
         log.info("Reference evaluation taken from eval.reference=%s", cfg.eval.reference)
         if trainer.is_global_zero:
-            write_json_atomic(reference, {**shared, "shared_from": str(Path(cfg.eval.reference).resolve())})
+            source = Path(cfg.eval.reference).resolve()
+            write_result(reference, {**shared, "shared_from": str(source)}, read_responses(source))
             # evaluations.jsonl's iteration-0 entry, as the evaluation it replaces would have written it.
             append_evaluation(trainer, module, {k: shared[k] for k in SUMMARY_KEYS if k in shared})
     else:
@@ -146,7 +147,8 @@ def _train(
         start = module.last_eval
         if trainer.is_global_zero and start is not None:
             meta = run_metadata(trainer, module, "reference")
-            write_json_atomic(reference, eval_record(start, **meta, reference_key=reference_key(cfg)))
+            record = eval_record(start, **meta, reference_key=reference_key(cfg))
+            write_result(reference, record, module.last_eval_records)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -159,7 +161,8 @@ def _train(
         export(module, output_dir / "final")
         # Last: an eval.json means the run finished (run_folder refuses to start or resume over it).
         if end is not None:  # None: data.val_size=0, no held-out prompts
-            write_json_atomic(output_dir / "eval.json", eval_record(end, **run_metadata(trainer, module)))
+            record = eval_record(end, **run_metadata(trainer, module))
+            write_result(output_dir / "eval.json", record, module.last_eval_records)
         print_summary(module.objectives, start, end, output_dir)
     return {"start": start, "end": end, "output_dir": str(output_dir)}
 

@@ -178,6 +178,7 @@ class PamaModule(L.LightningModule):
         self.tokenizer = None
         self._val_records: list[dict[str, Any]] = []
         self.last_eval: dict[str, Any] | None = None
+        self.last_eval_records: list[dict[str, Any]] | None = None  # every response of that evaluation
         self.skipped_steps = 0
         self.rewards_on_error = rewards_on_error
         self.skipped_samples = 0
@@ -928,6 +929,7 @@ class PamaModule(L.LightningModule):
         records = [r for part in distributed.gather_objects(self._val_records) for r in part]  # every rank's
         summary = summarise(records, self.objectives, self.eval_samples)
         self.last_eval = summary
+        self.last_eval_records = records
         self.last_eval_iteration = self.global_iteration
         metrics = {f"val/reward/{name}": summary["rewards"][name]["mean"] for name in self.objectives}
         metrics["val/kl/ref"] = summary["kl_ref"]
