@@ -7,10 +7,12 @@ precision, evaluation schedule), one ``python train.py`` subprocess per run, and
 - per task, a table: each objective's mean over seeds with a 95% t-interval over seeds (n-1 degrees
   of freedom), the KL to the reference, the response length and the fluency measures, plus the
   reference policy's row with its per-prompt 95% interval;
-- per task, three verdicts: does PAMA at the uniform preference beat the reference on every
+- per task, four verdicts: does PAMA at the uniform preference beat the reference on every
   objective with non-overlapping intervals; does the paper's ordering PAMA >= MORLHF >= MGDA-UB
-  hold on every objective as measured; and how far each method drifted from the reference (reward
-  gained per unit of KL): a method that wins by drifting further has not won;
+  hold on every objective as measured; how far each method drifted from the reference (reward
+  gained per unit of KL): a method that wins by drifting further has not won; and, prompt by prompt
+  from the runs' ``eval.responses.jsonl``, each PAMA seed's score minus the reference's on the same
+  held-out prompts with its 95% interval over prompts;
 - fronts of PAMA and MORLHF over preference vectors: hypervolume with the reference policy's point
   as the reference point, IGD+ against the union's non-dominated points, and a plot.
 
@@ -663,6 +665,47 @@ def verdict_matched_kl(rows: dict[str, dict], reference: dict, objectives: Seque
     return {"algorithms": gains, "furthest": furthest, "confounded": confounded, "text": text}
 
 
+def verdict_paired(folders: Sequence[Path], objectives: Sequence[str], algorithm: str = "pama") -> dict:
+    """Each of ``algorithm``'s runs against the reference on the same held-out prompts, prompt by prompt.
+
+    Per seed, the mean over prompts of the run's score minus the reference's on the same prompt,
+    with its 95% interval over prompts (``pama_lit.run.results.paired_difference``, from the runs'
+    ``eval.responses.jsonl`` files). Pairing takes the prompts' difficulty out, so this asks whether
+    each trained policy beats the reference on these prompts; the interval over seeds in the table
+    asks whether training does, on average, whatever the seed. Not measured for runs without
+    responses files (trained before they were written).
+    """
+    from pama_lit.run.results import paired_difference, read_responses
+
+    seeds = []
+    for folder in folders:
+        policy = read_responses(folder / "eval.json")
+        reference = read_responses(folder / "reference" / "eval.json")
+        if policy is None or reference is None:
+            return {"holds": None, "text": f"{algorithm} vs the reference, paired by prompt: not measured "
+                    f"({folder} has no eval.responses.jsonl)"}  # fmt: skip
+        seeds.append({o: paired_difference(policy, reference, o) for o in objectives})
+    if not seeds:
+        return {
+            "holds": None,
+            "text": f"{algorithm} vs the reference, paired by prompt: not measured (no runs)",
+        }
+    above = {o: all(d[o]["ci95"][0] > 0 for d in seeds) for o in objectives}
+    holds = all(above.values())
+    detail = "; ".join(
+        f"{o}: "
+        + ", ".join(f"{d[o]['mean']:+.3g} [{d[o]['ci95'][0]:+.3g}, {d[o]['ci95'][1]:+.3g}]" for d in seeds)
+        for o in objectives
+    )
+    return {
+        "holds": holds,
+        "per_objective": above,
+        "seeds": [{o: d[o] for o in objectives} for d in seeds],
+        "text": f"{algorithm} minus the reference on the same prompts, per seed (95% interval over prompts): "
+        f"above 0 in every seed on every objective: {'yes' if holds else 'no'} ({detail})",
+    }
+
+
 # ---------------------------------------------------------------------------------------- report
 def load_result(folder: Path) -> dict | None:
     """A finished run's eval.json, reference/eval.json and bench record, or None if it has no eval.json."""
@@ -673,6 +716,7 @@ def load_result(folder: Path) -> dict | None:
         "eval": evaluation,
         "reference": read_json(folder / "reference" / "eval.json"),
         "record": read_json(folder / RUN_RECORD) or {},
+        "folder": str(folder),
     }
 
 
@@ -733,6 +777,9 @@ def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms
         "beats_reference": verdict_beats_reference(rows, reference, objectives),
         "paper_order": verdict_paper_order(rows, objectives),
         "matched_kl": verdict_matched_kl(rows, reference, objectives),
+        "paired": verdict_paired(
+            [Path(results[r]["folder"]) for r in done if r.algorithm == "pama"], objectives
+        ),
     }
     planned = len({r.seed for r in runs})
     md = [f"### {task}", "", task_table(rows, reference, objectives, planned), ""]

@@ -171,6 +171,45 @@ def test_paper_order_on_every_objective():
     assert quality.verdict_paper_order({"pama": rows["pama"]}, OBJECTIVES)["holds"] is None
 
 
+def write_responses(folder: Path, name: str, scores: list[tuple[float, float]]) -> None:
+    lines = [{"prompt": f"p{i}", "response": "r", "scores": dict(zip(OBJECTIVES, s, strict=True))}
+             for i, s in enumerate(scores)]  # fmt: skip
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_paired_verdict_needs_every_seed_above_the_reference_prompt_by_prompt(tmp_path):
+    reference = [(0.0, 0.0), (0.5, 0.2), (1.0, 0.4), (0.2, 0.1)]
+    gains = {"s0": [0.1, 0.12, 0.09, 0.11], "s1": [0.2, 0.18, 0.22, 0.2]}
+    folders = []
+    for seed, gain in gains.items():
+        folder = tmp_path / seed
+        write_responses(folder, "reference/eval.responses.jsonl", reference)
+        write_responses(
+            folder,
+            "eval.responses.jsonl",
+            [(a + g, b + g) for (a, b), g in zip(reference, gain, strict=True)],
+        )
+        folders.append(folder)
+    verdict = quality.verdict_paired(folders, OBJECTIVES)
+    assert verdict["holds"] is True
+    assert [d["sentiment"]["mean"] for d in verdict["seeds"]] == pytest.approx([0.105, 0.2])
+    # One seed whose gain is not clear of 0 on one objective: the verdict fails.
+    write_responses(
+        folders[1],
+        "eval.responses.jsonl",
+        [
+            (a + g, b + (-1) ** i * 0.3)
+            for i, ((a, b), g) in enumerate(zip(reference, gains["s1"], strict=True))
+        ],
+    )
+    verdict = quality.verdict_paired(folders, OBJECTIVES)
+    assert verdict["holds"] is False and verdict["per_objective"] == {"sentiment": True, "length": False}
+    (folders[0] / "eval.responses.jsonl").unlink()
+    missing = quality.verdict_paired(folders, OBJECTIVES)
+    assert missing["holds"] is None and str(folders[0]) in missing["text"]
+
+
 def test_matched_kl_flags_a_lead_bought_with_more_drift():
     rows = {"pama": row([0.5, 0.5], 0.01, 4.0), "morlhf": row([0.4, 0.6], 0.01, 2.0)}
     verdict = quality.verdict_matched_kl(rows, REFERENCE, OBJECTIVES)
@@ -238,6 +277,9 @@ def test_report_only_reads_seeds_fronts_and_writes_json_and_plot(tmp_path, capsy
     assert pama["high"] - pama["mean"] == pytest.approx(T_975_DOF2 * 0.05 / math.sqrt(3))
     assert task["verdicts"]["beats_reference"]["holds"] is True
     assert task["verdicts"]["paper_order"]["holds"] is True
+    assert (
+        task["verdicts"]["paired"]["holds"] is None and "not measured" in task["verdicts"]["paired"]["text"]
+    )
     assert task["warnings"] == []
     metrics = {m["algorithm"]: m for m in payload["fronts"]["metrics"]}
     for algorithm in FRONT:
@@ -482,6 +524,9 @@ def test_real_tiny_runs_through_the_benchmark(tmp_path):
     assert all(r["overrides"][-1] == "data.val_size=4" and r["wall_s"] > 0 for r in payload["runs"])
     assert payload["runs"][1]["eval"]["preference"] == pytest.approx([0.8, 0.2])
     assert payload["fronts"]["metrics"][0]["runs"] == 2 and (results / "quality_quick_front.png").is_file()
+    paired = payload["tasks"]["sentiment_length"]["verdicts"]["paired"]  # from the runs' responses files
+    assert paired["holds"] is not None and len(paired["seeds"]) == 1
+    assert paired["seeds"][0]["length"]["n"] == 4
     assert "2 runs: 0 done already, 2 to train" in done.stdout
     # The configs Hydra saved for the real runs are today's: a rerun reuses both.
     again = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
