@@ -306,6 +306,28 @@ def test_report_marks_missing_runs_and_exits_non_zero(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- orchestration
+def test_the_harmless_task_evaluates_on_its_own_number_of_prompts_unless_told_otherwise():
+    def val_sizes(*flags: str) -> dict[str, list[str]]:
+        args = quality.parse_args(
+            ["--tasks", "sentiment_length,harmless_length", "--algorithms", "pama", *flags]
+        )
+        budget = quality.budget_overrides(args)
+        seed_runs, _ = quality.plan_runs(args)
+        return {
+            run.task: [o for o in quality.run_overrides(run, budget) if o.startswith("data.val_size=")]
+            for run in seed_runs
+        }
+
+    assert val_sizes() == {"sentiment_length": [], "harmless_length": ["data.val_size=512"]}
+    assert val_sizes("--val-size", "64") == {
+        t: ["data.val_size=64"] for t in ("sentiment_length", "harmless_length")
+    }
+    assert val_sizes("--extra", "data.val_size=100")["harmless_length"] == ["data.val_size=100"]
+    composed = quality.planned_config(tuple(quality.run_overrides(quality.Run("harmless_length", "pama", None, 0),
+                                                                  quality.budget_overrides(quality.parse_args([])))))  # fmt: skip
+    assert composed["data.val_size"] == 512
+
+
 def test_plan_reuses_the_uniform_run_as_the_middle_of_the_front():
     args = quality.parse_args(["--tasks", "sentiment_length", "--algorithms", "pama,morlhf,mgda_ub"])
     seed_runs, front_runs = quality.plan_runs(args)
