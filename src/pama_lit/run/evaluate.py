@@ -182,7 +182,6 @@ def evaluate(
         raise ValueError(f"policy={policy!r} is not one of {', '.join(POLICIES)}")
     run_dir = Path(run_dir).resolve()
     cfg = load_run_config(run_dir)
-    saved = cfg.copy()  # the run's own sections, as train.py keyed its reference (see evaluation_key)
     conditioning = conditioning_of(run_dir, cfg)
     objectives = list(cfg.objective.rewards)
     points = None
@@ -213,7 +212,6 @@ def evaluate(
                 preference = OmegaConf.to_container(preference, resolve=True)
             points = [resolve_preference(preference, objectives).tolist()]
     with open_dict(cfg):
-        cfg.conditioning = conditioning
         if num_prompts is not None:
             if int(num_prompts) > cfg.data.val_size:
                 log.warning(
@@ -223,8 +221,11 @@ def evaluate(
             cfg.data.val_size = int(num_prompts)
         if seed is not None:
             cfg.eval.seed = int(seed)
-    with open_dict(saved):
-        saved.data.val_size, saved.eval.seed = cfg.data.val_size, cfg.eval.seed
+    # The run's own sections with this evaluation's prompts and seed, as train.py keyed its reference
+    # (evaluation_key), before the conditioning section gives way to the exported one.
+    saved = cfg.copy()
+    with open_dict(cfg):
+        cfg.conditioning = conditioning
     if cfg.data.val_size < 1:
         raise ValueError(
             f"the run in {run_dir} has data.val_size={cfg.data.val_size} (no held-out prompts); give "
