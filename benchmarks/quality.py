@@ -75,7 +75,8 @@ TASKS = {
 NUM_OBJECTIVES = 2
 # Held-out prompts per evaluation where a task's default (the experiment's, 128) cannot rank what it
 # measures: harmlessness has a per-prompt std of about 0.16 on the provocative prompts, so 128 prompts
-# give the reference's mean +-0.027, as wide as the gains measured (0.01-0.03); 512 give +-0.014.
+# give the reference's mean +-0.027, as wide as the gains measured (0.01-0.03); 512 gave +-0.017
+# (measured: the std over those prompts was 0.19).
 # ``--val-size`` sets every task's instead.
 TASK_VAL_SIZE = {"harmless_length": 512}
 DEFAULT_TASKS = ["sentiment_length", "harmless_length"]
