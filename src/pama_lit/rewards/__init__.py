@@ -15,7 +15,7 @@ from pama_lit.rewards.hub import RewardModelReward, SequenceClassifierReward
 from pama_lit.rewards.humor import HumorClassifier
 from pama_lit.rewards.length import LengthReward
 from pama_lit.rewards.normalize import Normalized
-from pama_lit.rewards.sentiment import VaderSentiment
+from pama_lit.rewards.sentiment import TweetSentiment, VaderSentiment
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ __all__ = [
     "Reward",
     "RewardModelReward",
     "SequenceClassifierReward",
+    "TweetSentiment",
     "VaderSentiment",
     "build_rewards",
     "cache_dir",
