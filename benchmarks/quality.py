@@ -1,6 +1,6 @@
 """Benchmark (d): what the algorithms reach, compared the way the multi-objective RLHF literature does.
 
-Trains every algorithm on every task at the same budget (iterations, rollout batch, new tokens,
+Trains every algorithm of a task at the same budget (iterations, rollout batch, new tokens,
 precision, evaluation schedule), one ``python train.py`` subprocess per run, and reads the runs'
 ``eval.json`` and ``reference/eval.json`` (format ``pama_lit.eval/1``) into:
 
@@ -73,12 +73,15 @@ TASKS = {
     "humor_length": "embedded_humor_length",
 }
 NUM_OBJECTIVES = 2
-# Held-out prompts per evaluation where a task's default (the experiment's, 128) cannot rank what it
-# measures: harmlessness has a per-prompt std of about 0.16 on the provocative prompts, so 128 prompts
-# give the reference's mean +-0.027, as wide as the gains measured (0.01-0.03); 512 gave +-0.017
-# (measured: the std over those prompts was 0.19).
-# ``--val-size`` sets every task's instead.
-TASK_VAL_SIZE = {"harmless_length": 512}
+# Per-task budget where the common one cannot show what a task measures; a flag (or a --quick preset,
+# or an --extra override of the same config key) sets that key for every task instead. The harmless task:
+# - val_size 512: harmlessness has a per-prompt std of about 0.16-0.19 on the provocative prompts, so the
+#   experiment's 128 held-out prompts give the reference's mean +-0.027, as wide as the gains measured
+#   (0.01-0.03); 512 gave +-0.017 (measured: the std over those prompts was 0.19).
+# - iterations 36 (every algorithm alike): at 12 no method's harmlessness cleared the reference's
+#   interval over three seeds; PAMA's rose once the responses neared the 48-token cap (benchmarks/README.md (e)).
+# - eval_every 36: one evaluation, at the end (each of 512 prompts costs about 5-11 minutes).
+TASK_BUDGET = {"harmless_length": {"val_size": 512, "iterations": 36, "eval_every": 36}}
 DEFAULT_TASKS = ["sentiment_length", "harmless_length"]
 ALGORITHMS = ["pama", "pama_batch", "morlhf", "mgda_ub"]
 SEEDS = [0, 1, 2]
@@ -170,28 +173,48 @@ def unique(runs: Sequence[Run]) -> list[Run]:
     return list(dict.fromkeys(runs))
 
 
-def budget_overrides(args: argparse.Namespace) -> list[str]:
-    """The overrides every run gets, the same for every algorithm; ``--extra`` last, so it wins."""
+# Budget flag -> the config key it sets.
+BUDGET_KEYS = {
+    "iterations": "iterations",
+    "batch_size": "rollout.batch_size",
+    "max_new_tokens": "rollout.max_new_tokens",
+    "precision": "trainer.precision",
+    "sampling_dtype": "rollout.sampling_dtype",
+    "eval_every": "eval.every_n_iterations",
+    "val_size": "data.val_size",
+}
+
+
+def task_budget(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    """``TASK_BUDGET[task]`` less the keys a flag, a ``--quick`` preset or an ``--extra`` override set."""
+    return {
+        key: value
+        for key, value in args.task_budget.get(task, {}).items()
+        if not any(o.startswith(BUDGET_KEYS[key] + "=") for o in args.extra)
+    }
+
+
+def budget_overrides(args: argparse.Namespace, task: str | None = None) -> list[str]:
+    """The overrides every run of ``task`` gets, the same for every algorithm; ``--extra`` last, so it wins.
+
+    Without ``task``: the budget common to every task (``TASK_BUDGET`` left out).
+    """
+    values = {key: getattr(args, key) for key in BUDGET_KEYS} | (task_budget(args, task) if task else {})
     return [
-        f"iterations={args.iterations}",
-        f"rollout.batch_size={args.batch_size}",
-        f"rollout.max_new_tokens={args.max_new_tokens}",
-        f"trainer.precision={args.precision}",
-        f"rollout.sampling_dtype={args.sampling_dtype}",
-        f"eval.every_n_iterations={args.eval_every}",
-        *([f"data.val_size={args.val_size}"] if args.val_size is not None else []),
+        *(f"{BUDGET_KEYS[key]}={value}" for key, value in values.items() if value is not None),
         "logger=csv",
         *args.extra,
     ]
 
 
 def run_overrides(run: Run, budget: list[str]) -> list[str]:
-    """Every override of ``run`` except its folder (so moving ``--out`` keeps finished runs)."""
+    """Every override of ``run`` except its folder (so moving ``--out`` keeps finished runs).
+
+    ``budget``: ``budget_overrides(args, run.task)``.
+    """
     overrides = [f"experiment={TASKS[run.task]}", f"algorithm={run.algorithm}", f"seed={run.seed}"]
     if run.preference is not None:
         overrides.append("preference=[" + ",".join(f"{w:g}" for w in run.preference) + "]")
-    if run.task in TASK_VAL_SIZE and not any(o.startswith("data.val_size=") for o in budget):
-        overrides.append(f"data.val_size={TASK_VAL_SIZE[run.task]}")
     return overrides + list(run.conditioning) + budget
 
 
@@ -380,14 +403,14 @@ def execute(
     return record
 
 
-def reference_finder(run: Run, budget: list[str], args: argparse.Namespace) -> Callable[[], Path | None]:
+def reference_finder(run: Run, args: argparse.Namespace) -> Callable[[], Path | None]:
     """What ``execute`` asks at launch for a reference evaluation ``run`` can take (never, with
     ``--no-shared-reference``): one finished by then under the run's task folder with the run's key."""
     if args.no_shared_reference:
         return lambda: None
     from pama_lit.run.reference import reference_key
 
-    key = reference_key(composed(tuple(run_overrides(run, budget))))
+    key = reference_key(composed(tuple(run_overrides(run, budget_overrides(args, run.task)))))
     return lambda: shared_reference(args.out / run.task, key)
 
 
@@ -395,17 +418,17 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
     """Train every run that is not done yet; returns the failed runs and their logs."""
     from tqdm.auto import tqdm
 
-    budget = budget_overrides(args)
+    budgets = {task: budget_overrides(args, task) for task in TASKS}
+    overrides = {run: run_overrides(run, budgets[run.task]) for run in runs}
     env = thread_env(args.jobs)
     states = {
-        run: run_state(run.folder(args.out), run_overrides(run, budget), args.force, args.accept_drift)
-        for run in runs
+        run: run_state(run.folder(args.out), overrides[run], args.force, args.accept_drift) for run in runs
     }
     mismatched = [run for run, state in states.items() if state == "mismatch"]
     if mismatched:
         listing = ""
         for run in mismatched:
-            drift = config_drift(run.folder(args.out), run_overrides(run, budget), args.accept_drift)
+            drift = config_drift(run.folder(args.out), overrides[run], args.accept_drift)
             listing += f"\n  {run.folder(args.out)}:" + "".join(f"\n    {line}" for line in drift)
         raise SystemExit(
             f"{args.name}: {len(mismatched)} finished run(s) were trained under another configuration "
@@ -420,10 +443,10 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
         prefix = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} MKL_NUM_THREADS={env['MKL_NUM_THREADS']}"
         for run in runs:
             folder = run.folder(args.out)
-            cmd = shlex.join(command(folder, run_overrides(run, budget), states[run] == "resume"))
+            cmd = shlex.join(command(folder, overrides[run], states[run] == "resume"))
             print(f"# done: {folder}" if states[run] == "done" else f"{prefix} {cmd}")
         return []
-    references = {run: reference_finder(run, budget, args) for run in todo}
+    references = {run: reference_finder(run, args) for run in todo}
     failed = []
     bar = tqdm(total=len(todo), unit="run", desc="training", dynamic_ncols=True)
     pool = ThreadPoolExecutor(max_workers=args.jobs)
@@ -432,8 +455,8 @@ def run_all(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, Path]]
             pool.submit(
                 execute,
                 run.folder(args.out),
-                run_overrides(run, budget),
-                budget,
+                overrides[run],
+                budgets[run.task],
                 states[run] == "resume",
                 env,
                 references[run],
@@ -881,6 +904,7 @@ def budget_record(args: argparse.Namespace) -> dict:
         "sampling_dtype": args.sampling_dtype,
         "eval_every": args.eval_every,
         "val_size": args.val_size,
+        "per_task": {t: task_budget(args, t) for t in args.tasks if task_budget(args, t)},
         "extra": args.extra,
         "jobs": args.jobs,
         "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],
@@ -917,7 +941,11 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
     every = unique(seed_runs + front_runs)
     name = result_name(args.results, args.name, [str(run.folder(args.out)) for run in every])
     results = {run: load_result(run.folder(args.out)) for run in every}
-    budgets = {json.dumps(r["record"]["budget"]) for r in results.values() if r and "budget" in r["record"]}
+    budgets = {  # each task's runs must share one budget (TASK_BUDGET may give tasks different ones)
+        (run.task, json.dumps(r["record"]["budget"]))
+        for run, r in results.items()
+        if r and "budget" in r["record"]
+    }
     tasks = [
         report_task(t, [r for r in seed_runs if r.task == t], results, args.algorithms) for t in args.tasks
     ]
@@ -925,8 +953,12 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
     if front_runs:
         fronts = report_fronts(unique(front_runs), results, args.out, args.results / f"{name}_front.png")
     markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
-    if len(budgets) > 1:
-        markdown += "\n\nwarning: the runs were trained under different overrides (see quality.json: runs[].overrides)"
+    mixed = sorted({task for task, _ in budgets if sum(t == task for t, _ in budgets) > 1})
+    if mixed:
+        markdown += (
+            f"\n\nwarning: the runs of {', '.join(mixed)} were trained under different budgets "
+            "(see quality.json: runs[].overrides)"
+        )
     payload = {
         "benchmark": "quality",
         "machine": machine_info(),
@@ -969,10 +1001,21 @@ def _preference(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
 
+def task_defaults(key: str) -> str:
+    """``, 36 for harmless_length``: ``TASK_BUDGET``'s values of ``key``, for a flag's help."""
+    return "".join(f", {budget[key]} for {task}" for task, budget in TASK_BUDGET.items() if key in budget)
+
+
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     """The budget flags, their defaults filled in by :func:`resolve_budget`."""
-    budget = parser.add_argument_group("budget (the same for every run)")
-    budget.add_argument("--iterations", type=int, help=f"PPO iterations per run (default {ITERATIONS})")
+    budget = parser.add_argument_group(
+        "budget (the same for every run of a task; a flag sets it for every task, TASK_BUDGET's included)"
+    )
+    budget.add_argument(
+        "--iterations",
+        type=int,
+        help=f"PPO iterations per run (default {ITERATIONS}{task_defaults('iterations')})",
+    )
     budget.add_argument("--batch-size", type=int, help=f"rollout.batch_size (default {BATCH_SIZE})")
     budget.add_argument(
         "--max-new-tokens", type=int, help=f"rollout.max_new_tokens (default {MAX_NEW_TOKENS})"
@@ -986,12 +1029,16 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"rollout.sampling_dtype, the dtype rollouts and evaluations sample in (default {SAMPLING_DTYPE}: "
         "the weights' own)",
     )
-    budget.add_argument("--eval-every", type=int, help=f"eval.every_n_iterations (default {EVAL_EVERY})")
+    budget.add_argument(
+        "--eval-every",
+        type=int,
+        help=f"eval.every_n_iterations (default {EVAL_EVERY}{task_defaults('eval_every')})",
+    )
     budget.add_argument(
         "--val-size",
         type=int,
-        help="data.val_size, the held-out prompts of every evaluation (default: the experiment's, 128, and "
-        f"{', '.join(f'{n} for {t}' for t, n in TASK_VAL_SIZE.items())}; --quick 64)",
+        help="data.val_size, the held-out prompts of every evaluation (default: the experiment's, 128"
+        f"{task_defaults('val_size')}; --quick 64)",
     )
     budget.add_argument(
         "--extra", nargs="+", default=[], metavar="OVERRIDE", help="Hydra overrides appended to every run"
@@ -1057,6 +1104,11 @@ def resolve_budget(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         "eval_every": EVAL_EVERY,
         "val_size": None,
         "jobs": 2,  # two runs of one thread each: on 2 cores 1.25x the throughput of one run of two
+    }
+    # A task's own budget gives way to a flag or a preset for the same key (and, per run, to --extra).
+    args.task_budget = {
+        task: {k: v for k, v in budget.items() if getattr(args, k) is None and k not in presets}
+        for task, budget in TASK_BUDGET.items()
     }
     fill_unset(args, defaults, presets)
     if args.jobs < 1:

@@ -113,7 +113,7 @@ def write_conditioned(out: Path, args, algorithm: str, grid: list, off: dict, wa
     run = quality.Run(conditioned.TASK, algorithm, None, 0, conditioned.CONDITIONING)
     folder = run.folder(out)
     write_run(folder, [0.3, 0.3], algorithm=f"{algorithm}_prompt")
-    record(folder, quality.run_overrides(run, quality.budget_overrides(args)), wall_s)
+    record(folder, quality.run_overrides(run, quality.budget_overrides(args, run.task)), wall_s)
     points = {**dict(zip(quality.FRONT_PREFERENCES, grid, strict=True)), **off}
     for preference, means in points.items():
         path = folder / "preferences" / "-".join(f"{w:g}" for w in preference) / "eval.json"
@@ -128,7 +128,7 @@ def write_benchmark(out: Path) -> None:
     _, sweep = conditioned.plan_runs(args)
     for run, means in zip(sweep, SWEEP, strict=True):
         write_run(run.folder(out), means, preference=run.preference or (0.5, 0.5))
-        record(run.folder(out), quality.run_overrides(run, quality.budget_overrides(args)), 100.0)
+        record(run.folder(out), quality.run_overrides(run, quality.budget_overrides(args, run.task)), 100.0)
     write_conditioned(out, args, "pama", PAMA, PAMA_OFF, 120.0)
     between = [
         [(a + c) / 2 for a, c in zip(p, q, strict=True)] for p, q in zip(MORLHF, MORLHF[1:], strict=False)
@@ -219,8 +219,8 @@ def test_dry_run_prints_training_and_evaluation_of_what_is_missing(tmp_path, cap
     runs, sweep = conditioned.plan_runs(args)
     done = sweep[0].folder(out)  # one sweep run finished under the same overrides (by quality.py, say)
     write_run(done, SWEEP[0], preference=sweep[0].preference)
-    record(done, quality.run_overrides(sweep[0], quality.budget_overrides(args)), 100.0)
-    save_config(done, quality.run_overrides(sweep[0], quality.budget_overrides(args)))
+    record(done, quality.run_overrides(sweep[0], quality.budget_overrides(args, sweep[0].task)), 100.0)
+    save_config(done, quality.run_overrides(sweep[0], quality.budget_overrides(args, sweep[0].task)))
     half = runs[1].folder(out) / "preferences" / "0.1-0.9" / "eval.json"  # MORLHF evaluated at one point
     half.parent.mkdir(parents=True)
     half.write_text(json.dumps(eval_record([0.1, 0.1], algorithm="morlhf_prompt", preference=(0.1, 0.9))))

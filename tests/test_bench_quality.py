@@ -306,26 +306,61 @@ def test_report_marks_missing_runs_and_exits_non_zero(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- orchestration
-def test_the_harmless_task_evaluates_on_its_own_number_of_prompts_unless_told_otherwise():
-    def val_sizes(*flags: str) -> dict[str, list[str]]:
+def test_the_harmless_task_has_its_own_budget_unless_a_flag_preset_or_extra_sets_the_key():
+    """TASK_BUDGET: harmless_length evaluates on 512 prompts and trains 36 iterations, evaluating once."""
+    keys = ("data.val_size=", "iterations=", "eval.every_n_iterations=")
+
+    def budgets(*flags: str) -> dict[str, list[str]]:
         args = quality.parse_args(
             ["--tasks", "sentiment_length,harmless_length", "--algorithms", "pama", *flags]
         )
-        budget = quality.budget_overrides(args)
         seed_runs, _ = quality.plan_runs(args)
         return {
-            run.task: [o for o in quality.run_overrides(run, budget) if o.startswith("data.val_size=")]
+            run.task: [
+                o
+                for o in quality.run_overrides(run, quality.budget_overrides(args, run.task))
+                if o.startswith(keys)
+            ]
             for run in seed_runs
         }
 
-    assert val_sizes() == {"sentiment_length": [], "harmless_length": ["data.val_size=512"]}
-    assert val_sizes("--val-size", "64") == {
-        t: ["data.val_size=64"] for t in ("sentiment_length", "harmless_length")
+    common = [f"iterations={quality.ITERATIONS}", f"eval.every_n_iterations={quality.EVAL_EVERY}"]
+    assert budgets() == {
+        "sentiment_length": common,
+        "harmless_length": ["iterations=36", "eval.every_n_iterations=36", "data.val_size=512"],
     }
-    assert val_sizes("--extra", "data.val_size=100")["harmless_length"] == ["data.val_size=100"]
-    composed = quality.planned_config(tuple(quality.run_overrides(quality.Run("harmless_length", "pama", None, 0),
-                                                                  quality.budget_overrides(quality.parse_args([])))))  # fmt: skip
-    assert composed["data.val_size"] == 512
+    # A flag sets its key for every task, TASK_BUDGET's included; the other keys keep the task's.
+    assert budgets("--val-size", "64")["harmless_length"] == [
+        "iterations=36", "eval.every_n_iterations=36", "data.val_size=64"
+    ]  # fmt: skip
+    assert budgets("--iterations", "20")["harmless_length"] == [
+        "iterations=20", "eval.every_n_iterations=36", "data.val_size=512"
+    ]  # fmt: skip
+    # An --extra override of the key, once, after the budget.
+    assert budgets("--extra", "data.val_size=100")["harmless_length"] == [
+        "iterations=36", "eval.every_n_iterations=36", "data.val_size=100"
+    ]  # fmt: skip
+    # --quick's presets give way to no task: its small budget is the same for both.
+    quick = budgets("--quick", "--no-fronts")
+    assert quick["harmless_length"] == quick["sentiment_length"] == [
+        "iterations=8", "eval.every_n_iterations=8", "data.val_size=64"
+    ]  # fmt: skip
+    # The budget without a task is the common one, and the report records the per-task part.
+    args = quality.parse_args(["--tasks", "sentiment_length,harmless_length"])
+    assert [o for o in quality.budget_overrides(args) if o.startswith(keys)] == common
+    assert quality.budget_record(args)["per_task"] == {
+        "harmless_length": quality.TASK_BUDGET["harmless_length"]
+    }
+    assert quality.budget_record(quality.parse_args(["--tasks", "sentiment_length"]))["per_task"] == {}
+    run = quality.Run("harmless_length", "pama", None, 0)
+    composed = quality.planned_config(
+        tuple(quality.run_overrides(run, quality.budget_overrides(args, run.task)))
+    )
+    assert (composed["data.val_size"], composed["iterations"], composed["eval.every_n_iterations"]) == (
+        512,
+        36,
+        36,
+    )
 
 
 def test_plan_reuses_the_uniform_run_as_the_middle_of_the_front():
@@ -406,7 +441,7 @@ ONE_RUN = ["--tasks", "sentiment_length", "--algorithms", "pama", "--seeds", "0"
 def finished_run(out: Path) -> tuple[Path, list[str]]:
     args = quality.parse_args([*ONE_RUN, "--out", str(out)])
     (run,), _ = quality.plan_runs(args)
-    overrides = quality.run_overrides(run, quality.budget_overrides(args))
+    overrides = quality.run_overrides(run, quality.budget_overrides(args, run.task))
     folder = run.folder(out)
     write_run(folder, [0.3, 0.3])
     (folder / quality.RUN_RECORD).write_text(json.dumps({"overrides": overrides}))
