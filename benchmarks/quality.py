@@ -115,9 +115,8 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"  # the config Hydra saves for ever
 # Config keys that differ between runs of one configuration: where the run writes (paths.*, which every
 # other folder key interpolates) and whether this invocation resumed (ckpt_path).
 PER_FOLDER_KEYS = ("paths", "ckpt_path", "eval.reference")
-# Keys added to conf/ after runs on disk were trained, with the value that trains as those runs did:
-# a saved config without the key counts as having this value (a run trained under it, not another, is today's).
-ADDED_KEYS = {"ppo.kl.placement": "reward", "rollout.sampling_dtype": None}
+# Keys added to conf/ after runs on disk were trained, with the value that trains as those runs did
+# (pama_lit.run.schema.ADDED_KEYS): a saved config without the key counts as having this value.
 LOG = "bench.log"
 
 
@@ -293,6 +292,8 @@ def config_drift(folder: Path, overrides: list[str], accepted: Sequence[str] = (
     path = folder / SAVED_CONFIG
     if not path.is_file():
         return [f"no {SAVED_CONFIG.as_posix()}: the configuration it trained under is unknown"]
+    from pama_lit.run.schema import ADDED_KEYS
+
     saved = ADDED_KEYS | flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     planned = planned_config(tuple(overrides))
 

@@ -633,7 +633,7 @@ def test_shared_reference_takes_only_an_original_evaluation_with_the_run_s_key(t
     assert quality.shared_reference(tmp_path, "k") == original
     args = quality.parse_args([*ONE_RUN, "--no-shared-reference"])
     (run,), _ = quality.plan_runs(args)
-    assert quality.reference_finder(run, [], args)() is None
+    assert quality.reference_finder(run, args)() is None
 
 
 def test_a_report_of_fewer_runs_never_replaces_a_fuller_one(tmp_path, capsys):

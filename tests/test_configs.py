@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import CONF, compose_config
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from pama_lit.run.config import validate_config
 
@@ -71,3 +71,28 @@ def test_defaults_are_the_embedded_experiment(tmp_path):
         assert OmegaConf.to_container(cfg[key]) == OmegaConf.to_container(ref[key]), key
     assert cfg.model.loader._target_.endswith("load_embedded_smollm2")
     assert cfg.algorithm.name == "pama"
+
+
+def test_a_saved_config_from_before_added_keys_reads_as_it_trained(tmp_path):
+    """A run folder's .hydra/config.yaml saved before a key existed (no schema default) still loads:
+    evaluate.py fills each ADDED_KEYS key with the value the run trained under, and says which."""
+    from pama_lit.run.evaluate import load_run_config
+    from pama_lit.run.schema import ADDED_KEYS, PPOConfig, fill_added_keys, typed
+
+    today = compose_config([])
+    for dotted, value in ADDED_KEYS.items():  # today's defaults are the values the registry restores
+        assert OmegaConf.select(today, dotted) == value, dotted
+    old = OmegaConf.create(OmegaConf.to_yaml(today))  # plain, as Hydra saves it
+    with open_dict(old):
+        del old.ppo.value_head_lr, old.ppo.kl.placement, old.rollout.sampling_dtype, old.eval.reference
+    with pytest.raises(Exception, match="value_head_lr"):
+        typed(PPOConfig, old.ppo)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    loaded = load_run_config(tmp_path)
+    assert all(OmegaConf.select(loaded, k) == v for k, v in ADDED_KEYS.items())
+    assert typed(PPOConfig, loaded.ppo).value_head_lr is None
+    assert fill_added_keys(loaded) == []  # nothing left to fill; a config that has the keys is untouched
+    with open_dict(loaded):
+        loaded.ppo.kl.placement = "loss"
+    assert fill_added_keys(loaded) == [] and loaded.ppo.kl.placement == "loss"

@@ -38,6 +38,10 @@ def test_balanced_tweets_draw_equal_classes_without_duplicates():
     assert len(set(texts)) == len(texts)
     again, _ = balanced_tweets(TweetSentimentTrainConfig(per_class=40, seed=3))
     assert again == texts  # the seed decides the draw
+    # By default every class gets as many distinct tweets as the rarest class has: equal counts.
+    texts, labels = balanced_tweets(TweetSentimentTrainConfig())
+    counts = np.bincount(labels).tolist()
+    assert counts[0] == counts[1] == counts[2] > 5000 and len(set(texts)) == len(texts)
     with pytest.raises(ValueError, match="per_class=100000: between 1 and"):
         balanced_tweets(TweetSentimentTrainConfig(per_class=100_000))
 

