@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-conditioned bench-merge clean
+.PHONY: setup train test test-slow lint bench-iteration bench-solve bench-trl bench-quality bench-judge bench-conditioned bench-merge clean
 
 setup: $(STAMP)
 
@@ -47,9 +47,14 @@ bench-solve: $(BENCH_STAMP)
 bench-trl: $(STAMP)
 	$(PY) benchmarks/vs_trl.py $(ARGS)
 
-# Trains every algorithm on every task (hours here; ARGS="--quick" for ~15 min by estimate); resumable.
+# Trains every algorithm on every task (~6 hours here; ARGS="--quick" for ~11 min); resumable.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py $(ARGS)
+
+# bench-quality's sentiment policies scored again by a judge trained on labelled tweets (ARGS="--evaluate"
+# samples runs without responses files again, ~1.5 min each).
+bench-judge: $(STAMP)
+	$(PY) benchmarks/judge.py $(ARGS)
 
 # One conditioned PAMA and one conditioned MORLHF run against PAMA's five-run sweep, which is
 # bench-quality's front runs, reused (~50 min with ARGS="--jobs 2" when they are on disk, by estimate); resumable.

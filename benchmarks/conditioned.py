@@ -586,7 +586,7 @@ def report(
         "benchmark": "conditioned",
         "machine": machine_info(),
         "command": sys.argv,
-        "budget": quality.budget_record(args) | {"conditioning": list(CONDITIONING)},
+        "budget": quality.budget_record(args, [TASK]) | {"conditioning": list(CONDITIONING)},
         "preferences": [list(p) for p in args.preferences],
         "off_grid": [list(p) for p in args.off_grid],
         "targets": {

@@ -895,8 +895,10 @@ def raw_numbers(evaluation: dict | None) -> dict | None:
     return {k: evaluation[k] for k in keys if k in evaluation}
 
 
-def budget_record(args: argparse.Namespace) -> dict:
-    """The budget flags as a result file records them."""
+def budget_record(args: argparse.Namespace, tasks: Sequence[str] | None = None) -> dict:
+    """The budget flags as a result file records them; ``per_task``: ``TASK_BUDGET``'s part for ``tasks``
+    (default ``args.tasks``)."""
+    tasks = args.tasks if tasks is None else tasks
     return {
         "iterations": args.iterations,
         "batch_size": args.batch_size,
@@ -905,7 +907,7 @@ def budget_record(args: argparse.Namespace) -> dict:
         "sampling_dtype": args.sampling_dtype,
         "eval_every": args.eval_every,
         "val_size": args.val_size,
-        "per_task": {t: task_budget(args, t) for t in args.tasks if task_budget(args, t)},
+        "per_task": {t: task_budget(args, t) for t in tasks if task_budget(args, t)},
         "extra": args.extra,
         "jobs": args.jobs,
         "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],

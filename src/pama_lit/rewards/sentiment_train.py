@@ -46,7 +46,7 @@ class TweetSentimentTrainConfig:
     """What the judge is trained on and how."""
 
     per_class: int | None = None
-    """Tweets per class; None: as many as the rarest class has (6,660 distinct positives), ~20k in all."""
+    """Tweets per class; None: as many as the rarest class has (6,595 distinct positives), ~20k in all."""
     min_words: int = 3
     """Tweets shorter than this are skipped."""
     folds: int = 5
@@ -94,11 +94,12 @@ def balanced_tweets(config: TweetSentimentTrainConfig) -> tuple[list[str], np.nd
     """(texts, class indices into ``CLASSES``): ``config.per_class`` tweets of each class, drawn at random."""
     from pama_lit.data.prompts import labelled_tweets
 
-    found: dict[str, set[str]] = {c: set() for c in CLASSES}
+    labels: dict[str, set[str]] = {}
     for text, label in labelled_tweets():
-        if label in found and len(text.split()) >= config.min_words:
-            found[label].add(text)
-    by_class = {c: sorted(texts) for c, texts in found.items()}  # duplicates would leak between folds
+        if label in CLASSES and len(text.split()) >= config.min_words:
+            labels.setdefault(text, set()).add(label)
+    # Each distinct text once (duplicates would leak between folds); texts labelled two ways left out.
+    by_class = {c: sorted(t for t, found in labels.items() if found == {c}) for c in CLASSES}
     rarest = min(len(texts) for texts in by_class.values())
     per_class = rarest if config.per_class is None else config.per_class
     if not 1 <= per_class <= rarest:
