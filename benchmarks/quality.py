@@ -907,7 +907,7 @@ def budget_record(args: argparse.Namespace, tasks: Sequence[str] | None = None) 
         "sampling_dtype": args.sampling_dtype,
         "eval_every": args.eval_every,
         "val_size": args.val_size,
-        "per_task": {t: task_budget(args, t) for t in tasks if task_budget(args, t)},
+        "per_task": {t: budget for t in tasks if (budget := task_budget(args, t))},
         "extra": args.extra,
         "jobs": args.jobs,
         "threads_per_run": thread_env(args.jobs)["OMP_NUM_THREADS"],

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from pama_lit.rewards.base import Reads
 from pama_lit.rewards.embedding import EmbeddingClassifier
 
 
@@ -39,20 +36,7 @@ class HumorClassifier(EmbeddingClassifier):
     trainer = "pama_lit.rewards.humor_train"
     train_function = "train_humor_classifier"
     what = "humor classifier"
-
-    def __init__(
-        self,
-        output: Literal["prob", "logit"] = "prob",
-        reads: Reads = "response",
-        artifact: str | None = None,
-        train_if_missing: bool = True,
-        batch_size: int = 64,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if output not in ("prob", "logit"):
-            raise ValueError(f"HumorClassifier: output must be 'prob' or 'logit', got {output!r}")
-        super().__init__(reads, artifact, train_if_missing, batch_size, device)
-        self.output = output
+    OUTPUTS = ("prob", "logit")
 
     def score(self, prompts, responses, response_lengths):
         logits = self.logits(prompts, responses)[:, 0]

