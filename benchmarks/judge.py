@@ -19,8 +19,9 @@ Run::
 
 The judge of each task is in ``JUDGES`` (sentiment: ``reward=sentiment_tweets``, a classifier trained on
 human-labelled tweets, where the task trains on VADER's lexicon); ``--judge OBJECTIVE=REWARD`` names
-another one from ``conf/reward/``. Writes ``benchmarks/results/judge_<task>.json`` (``--results``) and
-prints the table as Markdown.
+another one from ``conf/reward/``. Writes ``benchmarks/results/judge_<task>.json`` (``--results``), or
+``judge_<task>_by_<rewards>.json`` when the judges are not the task's default ones (so a report by
+another judge does not replace the default one), and prints the table as Markdown.
 """
 
 from __future__ import annotations
@@ -334,6 +335,13 @@ def parse_judges(specs: Sequence[str], task: str) -> dict[str, str]:
     return judges
 
 
+def result_name(task: str, judges: dict[str, str]) -> str:
+    """``judge_<task>`` for the task's default judges, else ``judge_<task>_by_<their reward names>``."""
+    if judges == JUDGES.get(task):
+        return f"judge_{task}"
+    return f"judge_{task}_by_" + "_".join(judges[objective] for objective in sorted(judges))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/judge.py",
@@ -369,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": sys.argv,
         "out": str(args.out),
     } | {k: v for k, v in report.items() if k != "markdown"}
-    write_result(f"judge_{args.task}", json.loads(json.dumps(payload, default=float)), args.results)
+    write_result(result_name(args.task, judges), json.loads(json.dumps(payload, default=float)), args.results)
     print(report["markdown"])
     return 1 if report["missing"] else 0
 

@@ -144,12 +144,29 @@ def test_bad_judge_specs_name_the_value_and_the_form():
         judge.build_judge("nope")
 
 
+def test_a_judge_other_than_the_default_writes_its_own_result_file():
+    assert (
+        judge.result_name("sentiment_length", {"sentiment": "sentiment_tweets"}) == "judge_sentiment_length"
+    )
+    assert (
+        judge.result_name("sentiment_length", {"sentiment": "sentiment"})
+        == "judge_sentiment_length_by_sentiment"
+    )
+    two = {"sentiment": "sentiment_tweets", "length": "length_hh"}
+    assert (
+        judge.result_name("sentiment_length", two) == "judge_sentiment_length_by_length_hh_sentiment_tweets"
+    )
+    assert (
+        judge.result_name("harmless_length", {"harmless": "harmless"}) == "judge_harmless_length_by_harmless"
+    )
+
+
 def test_the_command_writes_its_report(benchmark, tmp_path, capsys):
     out = tmp_path
     code = judge.main(["--out", str(out), "--judge", "sentiment=length", "--algorithms", "pama,morlhf",
                        "--results", str(tmp_path / "results")])  # fmt: skip
     assert code == 0
-    payload = json.loads((tmp_path / "results" / "judge_sentiment_length.json").read_text())
+    payload = json.loads((tmp_path / "results" / "judge_sentiment_length_by_length.json").read_text())
     assert payload["judges"] == {"sentiment": "length"} and set(payload["rows"]) == {"pama", "morlhf"}
     assert all("records" not in run for run in payload["runs"])
     assert "second judge" in capsys.readouterr().out
