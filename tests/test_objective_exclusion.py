@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import compose_config
 from lightning.pytorch.loggers import CSVLogger
-from rule_rewards import vowel_fraction
+from rule_rewards import space_fraction, vowel_fraction
 from torch.utils.data import DataLoader
 from train_runs import iteration_metrics
 
@@ -124,3 +124,117 @@ def test_a_constant_objective_no_longer_stops_the_update(algorithm, tmp_path):
             metrics["train/pareto/binding_frac/const"] == 0
             and metrics["train/pareto/binding_frac/vowels"] == 1
         )
+
+
+# ---- algorithm.satisfied_at_ceiling: per sample, an objective at its reward's ceiling sits out ----
+
+
+def capped_rewards() -> dict:
+    """A clipped space fraction (ceiling 0.15, which some random responses reach and some do not) and
+    the vowel fraction (no ceiling)."""
+
+    def capped_spaces(prompts: list[str], responses: list[str]) -> list[float]:
+        return [min(s, 0.15) for s in space_fraction(prompts, responses)]
+
+    capped = CallableReward(capped_spaces, reads="prompt+response")
+    capped.ceiling = 0.15
+    return {"spaces": capped, "vowels": CallableReward(vowel_fraction, reads="prompt+response")}
+
+
+def satisfied_module(overrides: list[str], rewards_=capped_rewards):
+    cfg = compose_config(
+        ["model=tiny", "rollout.batch_size=4", "rollout.max_new_tokens=6", "algorithm=pama_satisfied", *overrides]
+    )
+    validate_config(cfg)
+    return build_module(cfg, rewards_())
+
+
+def test_samples_at_a_ceiling_are_satisfied_and_objectives_without_one_never_are():
+    module = satisfied_module([])
+    assert module.combiner.label == "pama_satisfied"
+    scores = torch.tensor([[0.15, 0.9], [0.1, 0.2], [0.1499999, 0.15], [0.05, 3.0]])
+    assert module.satisfied_samples(scores).tolist() == [
+        [True, False], [False, False], [True, False], [False, False]
+    ]  # fmt: skip
+    assert module_for([]).satisfied_samples(scores) is None  # off by default
+
+
+def normalized_capped_rewards() -> dict:
+    """What the module gets with reward.normalize=running: every reward wrapped, scores no longer raw."""
+    from pama_lit.rewards.normalize import Normalized
+
+    return {k: Normalized(r) for k, r in capped_rewards().items()}
+
+
+@pytest.mark.parametrize(
+    "rewards_,match",
+    [
+        (rewards, r"no objective's reward has a ceiling \(objectives: const, vowels\)"),
+        (normalized_capped_rewards, r"reward.normalize has none"),
+    ],
+)
+def test_satisfied_at_ceiling_without_a_ceiling_is_refused(rewards_, match):
+    with pytest.raises(ValueError, match=match):
+        satisfied_module([], rewards_)
+
+
+@pytest.mark.parametrize("algorithm", ["pama_batch", "morlhf", "mgda_ub"])
+def test_satisfied_at_ceiling_is_refused_where_the_update_has_no_per_token_min(algorithm):
+    with pytest.raises(ConfigError, match=rf"satisfied_at_ceiling=true: algorithm={algorithm} .*applies to pama"):
+        module_for([f"algorithm={algorithm}", "algorithm.satisfied_at_ceiling=true"])
+
+
+def test_a_satisfied_sample_follows_the_other_objective(tmp_path, monkeypatch):
+    """Trained end to end: the combine gets one mask per sample, and at a sample at the spaces cap the
+    combined advantage is the other objective's, where without the option it is the min of both."""
+    from pama_lit.training.combiners import Pama
+
+    seen: list[tuple] = []
+    original = Pama.combine
+
+    def spy(self, advantages, mask, preference, ratio, clip_coef, active=None):
+        combined, weights = original(self, advantages, mask, preference, ratio, clip_coef, active)
+        seen.append((advantages, mask, active, combined))
+        return combined, weights
+
+    monkeypatch.setattr(Pama, "combine", spy)
+    module = satisfied_module(["ppo.epochs=1", "ppo.num_minibatches=2", "rollout.min_new_tokens=1"])
+    module.configure_model()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=CSVLogger(tmp_path), log_every_n_steps=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer.fit(module, train_dataloaders=DataLoader(PROMPTS * 2, batch_size=4, collate_fn=lambda b: {"prompt": b}))
+    assert len(seen) == 4  # 2 iterations x 2 minibatches
+    left_out = kept = 0
+    for advantages, mask, active, combined in seen:
+        assert active.shape == (2, 2) and active[:, 1].all()  # vowels never has a ceiling
+        for row in range(2):
+            real = mask[row].bool()
+            if active[row, 0]:
+                kept += 1
+                expected = advantages[row, :, :].min(-1).values  # uniform preference: the plain min
+            else:
+                left_out += 1
+                expected = advantages[row, :, 1]
+            torch.testing.assert_close(combined[row][real], expected[real])
+    assert left_out > 0 and kept > 0
+    metrics = iteration_metrics(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    # The logged fraction is that of the samples the combine left the objective out of, per iteration.
+    left_out_frac = [
+        float(torch.cat([seen[2 * i][2][:, 0], seen[2 * i + 1][2][:, 0]]).logical_not().float().mean())
+        for i in range(2)
+    ]
+    assert [m["train/pareto/satisfied/spaces"] for m in metrics.values()] == left_out_frac
+    assert all(m["train/pareto/satisfied/vowels"] == 0 for m in metrics.values())
+
+
+def test_combiners_without_per_sample_masks_refuse_satisfied_at_ceiling():
+    from pama_lit.training.combiners import build_combiner
+
+    assert build_combiner("pama", None, satisfied_at_ceiling=True).label == "pama_satisfied"
+    assert build_combiner("pama", False, satisfied_at_ceiling=True).label == "pama_no_noon_satisfied"
+    with pytest.raises(ValueError, match="algorithm=pama_batch cannot leave an objective out at some samples"):
+        build_combiner("pama_batch", None, satisfied_at_ceiling=True)

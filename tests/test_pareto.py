@@ -433,3 +433,56 @@ def test_min_norm_weights_small_cases():
     assert weights.dtype == torch.float32
     with pytest.raises(ValueError, match="square"):
         min_norm_weights(torch.zeros(2, 3))
+
+
+# ---- per-sample masks (algorithm.satisfied_at_ceiling) --------------------------------------------
+
+sample_masks = st.integers(1, 4).flatmap(
+    lambda k: st.lists(st.lists(st.booleans(), min_size=k, max_size=k), min_size=3, max_size=3)
+)
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), sample_masks, st.booleans())
+def test_a_per_sample_mask_is_each_row_combined_alone_with_its_mask(seed, rows, per_sample_preference):
+    """The oracle: combining (B,T,K) with a (B,K) mask equals combining each sample alone with its row."""
+    g = torch.Generator().manual_seed(seed)
+    active = torch.tensor(rows)
+    b, k = active.shape
+    advantages = noon(torch.randn(b, 5, k, generator=g, dtype=torch.float64))
+    preference = torch.rand(b if per_sample_preference else 1, k, generator=g, dtype=torch.float64) + 0.1
+    preference = preference / preference.sum(-1, keepdim=True)
+    if not per_sample_preference:
+        preference = preference[0]
+    combined, weights = combine_pama_token(advantages, preference, active)
+    for shaped in (active.unsqueeze(1), active):  # (B,1,K) and (B,K) alike
+        again, _ = combine_pama_token(advantages, preference, shaped)
+        torch.testing.assert_close(again, combined)
+    for row in range(b):
+        row_pref = preference[row] if per_sample_preference else preference
+        expected, expected_w = combine_pama_token(advantages[row : row + 1], row_pref, active[row])
+        torch.testing.assert_close(combined[row : row + 1], expected)
+        torch.testing.assert_close(weights[row : row + 1], expected_w)
+        assert torch.all(weights[row][:, ~active[row]] == 0)
+
+
+def test_a_satisfied_objective_no_longer_binds_its_sample():
+    """Objective 0 at its ceiling in sample 0 only: there the update follows objective 1; sample 1 keeps the min."""
+    advantages = torch.tensor([[[0.1, 2.0], [0.2, 1.0]], [[0.1, 2.0], [0.2, 1.0]]])
+    active = torch.tensor([[False, True], [True, True]])
+    combined, weights = combine_pama_token(advantages, torch.tensor([0.5, 0.5]), active)
+    torch.testing.assert_close(combined, torch.tensor([[2.0, 1.0], [0.1, 0.2]]))
+    assert weights[0, :, 1].eq(1).all() and weights[1, :, 0].eq(1).all()
+
+
+def test_masks_of_the_wrong_shape_are_refused():
+    advantages = noon(torch.randn(3, 4, 2))
+    with pytest.raises(ValueError, match=r"active has shape \(3, 3\) .* 2 objectives"):
+        combine_pama_token(advantages, torch.tensor([0.5, 0.5]), torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"active has shape \(2, 2\): a per-sample mask"):
+        combine_pama_token(advantages, torch.tensor([0.5, 0.5]), torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="per-sample masks need the token granularity"):
+        combine_pama_batch(
+            advantages, torch.ones(3, 4, dtype=torch.bool), torch.tensor([0.5, 0.5]),
+            active=torch.ones(3, 2, dtype=torch.bool),
+        )  # fmt: skip

@@ -10,7 +10,9 @@ Every PAMA combine takes an optional ``active`` (K,) bool mask: an objective out
 of the min altogether (it cannot veto a token) and the preference is renormalised over the rest, so
 the combine is exactly PAMA over the active objectives. The module leaves out objectives whose scores
 do not distinguish the batch's samples (``algorithm.min_score_std``) and, on request, objectives whose
-preference weight is below ``algorithm.veto_threshold``.
+preference weight is below ``algorithm.veto_threshold``. The token-granularity combine also takes one
+mask per sample ((B,K) or (B,1,K)): with ``algorithm.satisfied_at_ceiling`` an objective is left out
+at the tokens of the samples that already score its reward's ceiling.
 """
 
 from __future__ import annotations
@@ -34,22 +36,23 @@ def closed_form_min_norm(
 
     Args:
         a: (..., K) floating values, any device and dtype.
-        active: optional (K,) bool: the hull is that of the active entries only; the others get weight 0
-            whatever their value. None: all are active.
+        active: optional bool mask: the hull is that of the active entries only; the others get weight 0
+            whatever their value. (K,) applies to every row; (B,K) or (B,1,K), one mask per sample of
+            (B,...,K) values. None: all are active.
 
     Returns:
         s_star (...) and weights (..., K): nonnegative, summing to 1, with (weights * a).sum(-1) equal
-        to s_star up to rounding. With no active entry: s_star 0 and all weights 0.
+        to s_star up to rounding. Where no entry is active: s_star 0 and all weights 0.
     """
     if active is None:
         a_min, i_min = a.min(dim=-1)
         a_max, i_max = a.max(dim=-1)
     else:
         # +-inf never wins the min / max, so the arg-min and arg-max are active entries whenever one is.
-        active = active.to(device=a.device, dtype=torch.bool)
+        active = _as_mask(active, a)
         a_min, i_min = torch.where(active, a, torch.inf).min(dim=-1)
         a_max, i_max = torch.where(active, a, -torch.inf).max(dim=-1)
-        none_active = ~active.any()
+        none_active = ~active.any(-1)
         a_min = a_min.masked_fill(none_active, 0)
         a_max = a_max.masked_fill(none_active, 0)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
@@ -66,8 +69,30 @@ def closed_form_min_norm(
     weights.scatter_add_(-1, i_min.unsqueeze(-1), c_min.unsqueeze(-1))
     weights.scatter_add_(-1, i_max.unsqueeze(-1), c_max.unsqueeze(-1))
     if active is not None:
-        weights = weights * active.any().to(a.dtype)
+        weights = weights * active.any(-1, keepdim=True).to(a.dtype)
     return s_star, weights
+
+
+def _as_mask(active: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An ``active`` mask as bool on ``like``'s device, shaped to broadcast against (..., K) ``like``.
+
+    (K,) applies to every row; (B,K) or (B,1,K), one mask per sample, becomes (B,1,...,1,K).
+    """
+    active = torch.as_tensor(active, device=like.device).to(torch.bool)
+    k = like.shape[-1]
+    if active.shape[-1:] != (k,):
+        raise ValueError(
+            f"active has shape {tuple(active.shape)} but the advantages have {k} objectives (last dim of "
+            f"{tuple(like.shape)}): give (K,) or one row per sample ((B,K) or (B,1,K)), with K = {k}"
+        )
+    if active.dim() == 1:
+        return active
+    if like.dim() < 2 or active.numel() != like.shape[0] * k:
+        raise ValueError(
+            f"active has shape {tuple(active.shape)}: a per-sample mask is (B,K) or (B,1,K) for (B,...,K) "
+            f"advantages, here {tuple(like.shape)}"
+        )
+    return active.reshape(like.shape[0], *([1] * (like.dim() - 2)), k)
 
 
 def _as_weights(preference: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -104,9 +129,10 @@ def scale_by_preference(
         preference: (K,) positive weights summing to 1, or one such row per sample ((B,K) or
             (B,1,K), for (B,...,K) advantages: conditioning); uniform weights leave ``advantages``
             unchanged.
-        active: optional (K,) bool. The preference is restricted to the active objectives and
-            renormalised (w'_i = w_i / sum_active w), K becomes their number K', and the left-out
-            objectives are scaled to 0: the scaling of PAMA over the active objectives alone.
+        active: optional (K,) bool, or one mask per sample ((B,K) or (B,1,K)). The preference is
+            restricted to the active objectives and renormalised (w'_i = w_i / sum_active w), K becomes
+            their number K', and the left-out objectives are scaled to 0: the scaling of PAMA over the
+            active objectives alone (per sample, with per-sample masks).
 
     Returns:
         (..., K) scaled advantages A_i / (K * w_i) (A_i / (K' * w'_i) and 0 with ``active``).
@@ -114,10 +140,11 @@ def scale_by_preference(
     w = _as_weights(preference, advantages)
     if active is None:
         return advantages / (w.shape[-1] * w)
-    active = active.to(device=w.device, dtype=torch.bool)
+    active = _as_mask(active, advantages)
     w = torch.where(active, w, 0)
     # K' w'_i = K' w_i / sum_active w; the clamps only matter when nothing is active (all scaled to 0).
-    scale = active.sum().clamp(min=1) * w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+    count = active.sum(-1, keepdim=True).clamp(min=1)
+    scale = count * w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
     return torch.where(active, advantages / torch.where(active, scale, 1), 0)
 
 
@@ -134,7 +161,8 @@ def combine_pama_token(
         preference: (K,) positive weights summing to 1, or (B,K) / (B,1,K): each sample's own
             (``conditioning``), the same as combining each row alone with its weights.
         active: optional (K,) bool: only these objectives take part (see ``scale_by_preference``); an
-            excluded one never binds, and with none active the combined advantage is 0.
+            excluded one never binds, and with none active the combined advantage is 0. (B,K) or
+            (B,1,K): each sample's own mask, the same as combining each row alone with its mask.
 
     Returns:
         combined (B,T) and weights (B,T,K); the weights apply to the *scaled* advantages, i.e.
@@ -167,10 +195,16 @@ def combine_pama_batch(
         mean_fn: the masked mean (x, mask) -> (K,); data-parallel runs pass one over every rank's
             minibatch, so that all ranks use the same weights.
         active: optional (K,) bool: only these objectives take part (see ``combine_pama_token``).
+            One set of weights serves the whole batch, so a per-sample mask is refused.
 
     Returns:
         combined (B,T), 0 outside the mask, and weights (K,) applied to the scaled advantages.
     """
+    if active is not None and torch.as_tensor(active).dim() != 1:
+        raise ValueError(
+            f"combine_pama_batch takes a (K,) active mask, got shape {tuple(torch.as_tensor(active).shape)}: "
+            "its weights are one set for the whole batch; per-sample masks need the token granularity (pama)"
+        )
     scaled = scale_by_preference(advantages, preference, active)
     inside = mask.bool()
     if ratio is not None:

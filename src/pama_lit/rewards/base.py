@@ -19,10 +19,15 @@ class Reward(abc.ABC):
     Attributes:
         reads: whether the score reads the response alone or the prompt and response together.
         batch_size: how many samples one call of ``score`` receives at most.
+        ceiling: the largest score the reward can give, when it has one by construction (a clipped
+            rule such as ``LengthReward``'s ``high``), else None. A sample scoring it has satisfied
+            the objective: ``algorithm.satisfied_at_ceiling`` then leaves the objective out of PAMA's
+            min at that sample's tokens.
     """
 
     reads: Reads = "response"
     batch_size: int = 64
+    ceiling: float | None = None
 
     def __call__(
         self, prompts: list[str], responses: list[str], response_lengths: torch.Tensor

@@ -26,6 +26,7 @@ class LengthReward(Reward):
         if low > high:
             raise ValueError(f"LengthReward: low ({low}) must not exceed high ({high})")
         self.scale, self.low, self.high = float(scale), float(low), float(high)
+        self.ceiling = self.high  # no response scores more: a response at the cap has satisfied it
         self.batch_size = 1 << 30
 
     def score(self, prompts, responses, response_lengths):

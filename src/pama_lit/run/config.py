@@ -171,6 +171,12 @@ def _check_exclusion(algorithm: DictConfig, preference) -> None:
     neither exclusion key is set for an algorithm without a min, which would ignore it."""
     threshold = algorithm.veto_threshold
     combiner = COMBINERS.get(algorithm.name)
+    if algorithm.satisfied_at_ceiling and combiner is not None and not combiner.per_sample_active:
+        allowed = ", ".join(sorted(n for n, c in COMBINERS.items() if c.per_sample_active))
+        raise ConfigError(
+            f"algorithm.satisfied_at_ceiling=true: algorithm={algorithm.name} cannot leave an objective out "
+            f"at some samples only (its update has no per-token min); it applies to {allowed} (use false here)"
+        )
     if combiner is not None and not combiner.excludes_objectives:
         excluding = ", ".join(sorted(n for n, c in COMBINERS.items() if c.excludes_objectives))
         if threshold > 0:

@@ -245,8 +245,9 @@ class AlgorithmConfig:
     """``algorithm``: how the objectives combine (``name`` and ``noon``: each conf/algorithm option).
 
     ``min_score_std`` and ``veto_threshold`` steer which objectives take part in PAMA's min
-    (``pama``, ``pama_batch``); other algorithms ignore them. No option sets them, so their
-    defaults live here.
+    (``pama``, ``pama_batch``), ``satisfied_at_ceiling`` which take part at each sample's tokens
+    (``pama``); other algorithms refuse them. Most options leave them unset, so their defaults
+    live here.
     """
 
     name: str = key()  # pama | pama_batch | morlhf | noon_ppo | mgda_ub | mgda
@@ -255,6 +256,8 @@ class AlgorithmConfig:
     min_score_std: float = key(num_rule(0, note="0 = off"), default=1.0e-6)
     # Leave out of the min objectives whose preference weight is below this (0 = the paper's rule).
     veto_threshold: float = key(num_rule(0, note="0 = off"), default=0.0)
+    # pama: leave an objective out of the min at the tokens of samples scoring its reward's ceiling.
+    satisfied_at_ceiling: bool = key(BOOL, default=False)
 
 
 @dataclass

@@ -21,7 +21,9 @@ combine gradients (:class:`GradientCombiner`, ``gradient_space`` says where) and
 ``training.mgda_module.MgdaModule``, whose minibatch step is ``mgda_step.mgda_backward``.
 
 PAMA's two combiners take an ``active`` (K,) mask of the objectives that take part in the min
-(``excludes_objectives``); the scalarising and gradient baselines have nothing to exclude.
+(``excludes_objectives``); the scalarising and gradient baselines have nothing to exclude. The token
+combiner also takes one mask per sample (``per_sample_active``), which ``algorithm.satisfied_at_ceiling``
+uses to leave an objective out at the samples that already score its reward's ceiling.
 
 ``algorithm.noon`` overrides the Noon column: ``conf/algorithm/morlhf_noon.yaml`` is MORLHF with
 Noon, the ablation that separates Noon from PAMA's combine rule.
@@ -49,20 +51,28 @@ class Combiner:
             MGDA baselines, which combine per-objective gradients instead.
         excludes_objectives: the combine honours ``active``, so the module may leave objectives out
             of the min (degenerate scores, ``algorithm.veto_threshold``).
+        per_sample_active: the combine also honours one ``active`` row per sample ((B,K')), which
+            ``algorithm.satisfied_at_ceiling`` needs.
+        satisfied_at_ceiling: this run leaves an objective out of the min at the samples scoring its
+            reward's ceiling (``algorithm.satisfied_at_ceiling``).
     """
 
     name: str = "pama"
     noon: bool = True
     gradient_space: str | None = None
     excludes_objectives: bool = True
+    per_sample_active: bool = False
+    satisfied_at_ceiling: bool = False
 
     @property
     def label(self) -> str:
         """The algorithm in result files: ``name``, with ``_noon`` or ``_no_noon`` where
-        ``algorithm.noon`` overrides the default, so that an ablation gets a front of its own."""
-        if self.noon == type(self).noon:
-            return self.name
-        return f"{self.name}_noon" if self.noon else f"{self.name}_no_noon"
+        ``algorithm.noon`` overrides the default and ``_satisfied`` with ``satisfied_at_ceiling``, so
+        that an ablation or variant gets a front of its own."""
+        label = self.name
+        if self.noon != type(self).noon:
+            label += "_noon" if self.noon else "_no_noon"
+        return label + ("_satisfied" if self.satisfied_at_ceiling else "")
 
     def trained_objectives(self, objectives: list[str]) -> list[str]:
         """The objectives the policy carries a value head and an advantage for, in order."""
@@ -103,6 +113,8 @@ class AdvantageCombiner(Combiner, ABC):
 @dataclass
 class Pama(AdvantageCombiner):
     """PAMA: per token, the Theorem-1 closed form of the min over objectives."""
+
+    per_sample_active: bool = True
 
     def combine(self, advantages, mask, preference, ratio, clip_coef, active=None):
         return combine_pama_token(advantages, preference, active)
@@ -202,11 +214,20 @@ COMBINERS: dict[str, type[Combiner]] = {
 }
 
 
-def build_combiner(name: str, noon: bool | None = None) -> Combiner:
-    """The combiner for ``algorithm.name``; ``noon`` overrides its default Noon setting."""
+def build_combiner(name: str, noon: bool | None = None, satisfied_at_ceiling: bool = False) -> Combiner:
+    """The combiner for ``algorithm.name``; ``noon`` overrides its default Noon setting;
+    ``satisfied_at_ceiling`` is refused by combiners without per-sample masks."""
     if name not in COMBINERS:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(COMBINERS)}")
     combiner = COMBINERS[name]()
     if noon is not None:
         combiner.noon = bool(noon)
+    if satisfied_at_ceiling:
+        if not combiner.per_sample_active:
+            allowed = ", ".join(n for n, c in COMBINERS.items() if c.per_sample_active)
+            raise ValueError(
+                f"algorithm.satisfied_at_ceiling=true: algorithm={name} cannot leave an objective out at "
+                f"some samples only; it applies to {allowed}"
+            )
+        combiner.satisfied_at_ceiling = True
     return combiner

@@ -152,7 +152,9 @@ class PamaModule(L.LightningModule):
         self.sampling_dtype = SAMPLING_DTYPES[dtype] if dtype is not None else None
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
         self.temperature = rollout.temperature
-        self.combiner = build_combiner(algorithm.name, algorithm.noon)
+        self.combiner = build_combiner(
+            algorithm.name, algorithm.noon, bool(getattr(algorithm, "satisfied_at_ceiling", False))
+        )
         if not isinstance(self.combiner, self.combiner_type):
             raise ValueError(
                 f"algorithm={self.combiner.name} does not train with {type(self).__name__}, which takes "
@@ -160,6 +162,8 @@ class PamaModule(L.LightningModule):
             )
         self.min_score_std = algorithm.min_score_std
         self.veto_threshold = algorithm.veto_threshold
+        # (K,) each objective's score ceiling (nan: none), with algorithm.satisfied_at_ceiling; else None.
+        self.ceilings = self.score_ceilings() if self.combiner.satisfied_at_ceiling else None
         self._warned_degenerate: set[str] = set()
         self._warned_no_objective = False
         # One value head and one advantage per trained objective (MORLHF: the scalarised one).
@@ -258,15 +262,20 @@ class PamaModule(L.LightningModule):
         with timer("advantages"):
             preference = preference.to(scores)
             active = self.active_objectives(scores, rollout)  # (K,) bool
+            satisfied = self.satisfied_samples(scores)  # (B,K) bool, or None
+            # Per sample, an objective whose ceiling the sample reaches sits out of that sample's min.
+            combine_active = active if satisfied is None else active & ~satisfied
             kl = ops.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo_cfg.kl.estimator)
             trained_scores = self.combiner.trained_scores(scores, preference)  # (B,K')
             rewards = ops.shape_rewards(trained_scores, kl, rollout.response_mask, self.reward_kl_coef)  # 3
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
         diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, active, timer, forward, preference)  # 5
+            stats = self.ppo_update(rollout, advantages, returns, combine_active, timer, forward, preference)  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
+        if satisfied is not None:
+            stats["pareto/satisfied"] = ops.masked_mean(satisfied.to(scores.dtype), rollout.response_mask.any(-1))
         stats["value/explained_var"] = ops.explained_variance(
             rollout.values, returns, rollout.response_mask, var_fn=distributed.masked_var
         )  # the rollout's values against the returns built from them, over all ranks' tokens
@@ -348,6 +357,42 @@ class PamaModule(L.LightningModule):
                 self.global_iteration,
             )
         return active
+
+    def score_ceilings(self) -> torch.Tensor:
+        """(K,) float32: each objective's ``Reward.ceiling``, nan where its reward has none.
+
+        Raises:
+            ValueError: no objective's reward declares a ceiling, so ``algorithm.satisfied_at_ceiling``
+                would change nothing.
+        """
+        ceilings = [getattr(self.rewards[name], "ceiling", None) for name in self.objectives]
+        if all(c is None for c in ceilings):
+            raise ValueError(
+                "algorithm.satisfied_at_ceiling=true, but no objective's reward has a ceiling (objectives: "
+                f"{', '.join(self.objectives)}); a ceiling is the largest score a reward can give, e.g. "
+                "LengthReward's high, and a reward wrapped by reward.normalize has none (its training "
+                "scores are not raw): use false, or an objective with a clipped reward"
+            )
+        return torch.tensor([torch.nan if c is None else float(c) for c in ceilings], dtype=torch.float32)
+
+    def satisfied_samples(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """(B,K) bool: the samples scoring their objective's ceiling (``algorithm.satisfied_at_ceiling``), or None.
+
+        Such a sample has satisfied the objective: no response scores higher, so the objective has
+        nothing left to ask of it. Left in, it would still take part in the min at the sample's tokens,
+        and once most responses reach the ceiling (a length cap the policy has learned to fill) it
+        binds the min there with a small advantage (how far the sample stands above a batch mean
+        near the cap, plus KL and value noise), throttling the step the other objectives ask for.
+        Left out, the sample's tokens follow the other objectives' min; the satisfied objective loses
+        nothing, since its reward cannot rise there and Noon still keeps its negative advantages
+        (below the ceiling) vetoing tokens of the samples that do not reach it.
+        """
+        if self.ceilings is None:
+            return None
+        ceilings = self.ceilings.to(scores)
+        # Scores are float32; a clipped reward returns its bound exactly, so a relative 1e-6 is ample.
+        tolerance = 1e-6 * ceilings.abs().clamp(min=1)
+        return ~torch.isnan(ceilings) & (scores >= ceilings - tolerance)
 
     @property
     def global_iteration(self) -> int:
@@ -618,7 +663,8 @@ class PamaModule(L.LightningModule):
             rollout: the iteration's samples.
             advantages: (B,T,K') per-objective advantages.
             returns: (B,T,K') per-objective returns.
-            active: (K,) bool, the objectives that take part in the combine (``active_objectives``).
+            active: (K,) bool, the objectives that take part in the combine (``active_objectives``), or
+                (B,K) one row per sample (``algorithm.satisfied_at_ceiling``).
             timer: accumulates the minibatches' phases.
             forward: the rollout's policy forward with its graph (``fused_forward``), which the first
                 minibatch, then the only one, differentiates instead of running a forward.
@@ -638,8 +684,9 @@ class PamaModule(L.LightningModule):
                 minibatch_forward = forward.rows(idx) if forward is not None else None
                 forward = None  # its graph is freed by the backward: good for one minibatch only
                 rows_pref = pref[idx] if pref.dim() == 2 else pref
+                rows_active = active[idx] if active.dim() == 2 else active
                 loss, stats = self.minibatch_backward(
-                    rollout, advantages, returns, idx, rows_pref, active, timer, minibatch_forward
+                    rollout, advantages, returns, idx, rows_pref, rows_active, timer, minibatch_forward
                 )
                 stats["policy/grad_norm"] = self.apply_gradients(opt, loss)
                 for k, v in stats.items():
@@ -662,6 +709,7 @@ class PamaModule(L.LightningModule):
         Args:
             idx: (M,) the minibatch's rows.
             pref: (K',) preference over the trained objectives, or (M,K') the rows' own (conditioning).
+            active: (K',) bool, or (M,K') the rows' own masks.
             forward: the rows' policy forward with grad, or None to run one.
             (the others as in ``ppo_update``.)
 
@@ -794,6 +842,7 @@ class PamaModule(L.LightningModule):
             "diag/grad_norm": ("diag/grad_norm", scored),
             "diag/kl_share": ("diag/kl_share", scored),
             "pareto/excluded": ("pareto/excluded", scored),
+            "pareto/satisfied": ("pareto/satisfied", scored),
         }
         for key, value in stats.items():
             if value.dim() == 0:
