@@ -143,7 +143,13 @@ def capped_rewards() -> dict:
 
 def satisfied_module(overrides: list[str], rewards_=capped_rewards):
     cfg = compose_config(
-        ["model=tiny", "rollout.batch_size=4", "rollout.max_new_tokens=6", "algorithm=pama_satisfied", *overrides]
+        [
+            "model=tiny",
+            "rollout.batch_size=4",
+            "rollout.max_new_tokens=6",
+            "algorithm=pama_satisfied",
+            *overrides,
+        ]
     )
     validate_config(cfg)
     return build_module(cfg, rewards_())
@@ -180,7 +186,9 @@ def test_satisfied_at_ceiling_without_a_ceiling_is_refused(rewards_, match):
 
 @pytest.mark.parametrize("algorithm", ["pama_batch", "morlhf", "mgda_ub"])
 def test_satisfied_at_ceiling_is_refused_where_the_update_has_no_per_token_min(algorithm):
-    with pytest.raises(ConfigError, match=rf"satisfied_at_ceiling=true: algorithm={algorithm} .*applies to pama"):
+    with pytest.raises(
+        ConfigError, match=rf"satisfied_at_ceiling=true: algorithm={algorithm} .*applies to pama"
+    ):
         module_for([f"algorithm={algorithm}", "algorithm.satisfied_at_ceiling=true"])
 
 
@@ -206,7 +214,9 @@ def test_a_satisfied_sample_follows_the_other_objective(tmp_path, monkeypatch):
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     torch.manual_seed(0)
-    trainer.fit(module, train_dataloaders=DataLoader(PROMPTS * 2, batch_size=4, collate_fn=lambda b: {"prompt": b}))
+    trainer.fit(
+        module, train_dataloaders=DataLoader(PROMPTS * 2, batch_size=4, collate_fn=lambda b: {"prompt": b})
+    )
     assert len(seen) == 4  # 2 iterations x 2 minibatches
     left_out = kept = 0
     for advantages, mask, active, combined in seen:
@@ -236,5 +246,7 @@ def test_combiners_without_per_sample_masks_refuse_satisfied_at_ceiling():
 
     assert build_combiner("pama", None, satisfied_at_ceiling=True).label == "pama_satisfied"
     assert build_combiner("pama", False, satisfied_at_ceiling=True).label == "pama_no_noon_satisfied"
-    with pytest.raises(ValueError, match="algorithm=pama_batch cannot leave an objective out at some samples"):
+    with pytest.raises(
+        ValueError, match="algorithm=pama_batch cannot leave an objective out at some samples"
+    ):
         build_combiner("pama_batch", None, satisfied_at_ceiling=True)

@@ -271,11 +271,15 @@ class PamaModule(L.LightningModule):
             advantages, returns = self.compute_advantages(rewards, rollout)  # 4: (B,T,K')
         diagnostics = self.measure_stationarity(rollout, scores, kl, timer)  # of pi_old, before the update
         with timer("update"):
-            stats = self.ppo_update(rollout, advantages, returns, combine_active, timer, forward, preference)  # 5
+            stats = self.ppo_update(
+                rollout, advantages, returns, combine_active, timer, forward, preference
+            )  # 5
         if self.combiner.excludes_objectives:
             stats["pareto/excluded"] = (~active).float()
         if satisfied is not None:
-            stats["pareto/satisfied"] = ops.masked_mean(satisfied.to(scores.dtype), rollout.response_mask.any(-1))
+            stats["pareto/satisfied"] = ops.masked_mean(
+                satisfied.to(scores.dtype), rollout.response_mask.any(-1)
+            )
         stats["value/explained_var"] = ops.explained_variance(
             rollout.values, returns, rollout.response_mask, var_fn=distributed.masked_var
         )  # the rollout's values against the returns built from them, over all ranks' tokens
