@@ -21,7 +21,9 @@ The judge of each task is in ``JUDGES`` (sentiment: ``reward=sentiment_tweets``,
 human-labelled tweets, where the task trains on VADER's lexicon); ``--judge OBJECTIVE=REWARD`` names
 another one from ``conf/reward/``. Writes ``benchmarks/results/judge_<task>.json`` (``--results``), or
 ``judge_<task>_by_<rewards>.json`` when the judges are not the task's default ones (so a report by
-another judge does not replace the default one), and prints the table as Markdown.
+another judge does not replace the default one), and prints the table as Markdown. Where that file
+reports runs this one does not cover (another ``--out``, fewer seeds), it is kept and this report goes
+to ``<name>_<date>-<time>.json``, as in ``benchmarks/quality.py``.
 """
 
 from __future__ import annotations
@@ -377,7 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": sys.argv,
         "out": str(args.out),
     } | {k: v for k, v in report.items() if k != "markdown"}
-    write_result(result_name(args.task, judges), json.loads(json.dumps(payload, default=float)), args.results)
+    # A report of other runs (another --out, fewer seeds or algorithms) keeps the one already there.
+    run_dirs = [str(folder) for runs in folders.values() for folder in runs]
+    name = quality.result_name(args.results, result_name(args.task, judges), run_dirs, run_key="folder")
+    write_result(name, json.loads(json.dumps(payload, default=float)), args.results)
     print(report["markdown"])
     return 1 if report["missing"] else 0
 

@@ -917,17 +917,22 @@ def budget_record(args: argparse.Namespace, tasks: Sequence[str] | None = None) 
 
 
 def result_name(
-    folder: Path, name: str, run_dirs: Sequence[str], now: datetime.datetime | None = None
+    folder: Path,
+    name: str,
+    run_dirs: Sequence[str],
+    now: datetime.datetime | None = None,
+    run_key: str = "run_dir",
 ) -> str:
     """The stem of this report's files in ``folder``: ``name``, unless that would replace a report of more runs.
 
-    A report of a subset (``--tasks``, ``--algorithms``, ``--seeds``, ``--no-fronts``...) must not
-    overwrite ``<name>.json`` holding runs it does not cover (the README's results, say): it then gets
-    ``<name>_<date>-<time>`` instead, and says so.
+    A report of a subset (``--tasks``, ``--algorithms``, ``--seeds``, ``--no-fronts``...), or of other
+    runs (another ``--out``), must not overwrite ``<name>.json`` holding runs it does not cover (the
+    README's results, say): it then gets ``<name>_<date>-<time>`` instead, and says so. ``run_key``
+    is the key naming a run's folder in the previous report's ``runs`` (``benchmarks/judge.py``: "folder").
     """
     previous = read_json(folder / f"{name}.json")
     runs = previous.get("runs") if isinstance(previous, dict) else None
-    covered = {r.get("run_dir") for r in runs if isinstance(r, dict)} if isinstance(runs, list) else set()
+    covered = {r.get(run_key) for r in runs if isinstance(r, dict)} if isinstance(runs, list) else set()
     left_out = covered - set(run_dirs)
     if not left_out:
         return name

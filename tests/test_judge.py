@@ -170,3 +170,18 @@ def test_the_command_writes_its_report(benchmark, tmp_path, capsys):
     assert payload["judges"] == {"sentiment": "length"} and set(payload["rows"]) == {"pama", "morlhf"}
     assert all("records" not in run for run in payload["runs"])
     assert "second judge" in capsys.readouterr().out
+
+
+def test_a_report_of_other_runs_keeps_the_one_already_written(benchmark, tmp_path, capsys):
+    """Rerunning a README command over another --out must not replace a committed report of other runs."""
+    results = tmp_path / "results"
+    results.mkdir()
+    kept = {"runs": [{"folder": str(tmp_path / "elsewhere" / "seed0")}], "rows": "the committed report"}
+    (results / "judge_sentiment_length_by_length.json").write_text(json.dumps(kept))
+    code = judge.main(["--out", str(tmp_path), "--judge", "sentiment=length", "--algorithms", "pama,morlhf",
+                       "--results", str(results)])  # fmt: skip
+    assert code == 0
+    assert json.loads((results / "judge_sentiment_length_by_length.json").read_text()) == kept
+    (written,) = results.glob("judge_sentiment_length_by_length_*.json")
+    assert set(json.loads(written.read_text())["rows"]) == {"pama", "morlhf"}
+    assert "this report does not cover" in capsys.readouterr().out
