@@ -85,6 +85,7 @@ def test_a_saved_config_from_before_added_keys_reads_as_it_trained(tmp_path):
     old = OmegaConf.create(OmegaConf.to_yaml(today))  # plain, as Hydra saves it
     with open_dict(old):
         del old.ppo.value_head_lr, old.ppo.kl.placement, old.rollout.sampling_dtype, old.eval.reference
+        del old.algorithm.satisfied_at_ceiling
     with pytest.raises(Exception, match="value_head_lr"):
         typed(PPOConfig, old.ppo)
     (tmp_path / ".hydra").mkdir()

@@ -29,7 +29,7 @@ from pama_lit.run.schema import (
     schema_rules,
     unknown_keys,
 )
-from pama_lit.training.combiners import COMBINERS
+from pama_lit.training.combiners import COMBINERS, build_combiner
 
 
 class ConfigError(ValueError):
@@ -171,12 +171,11 @@ def _check_exclusion(algorithm: DictConfig, preference) -> None:
     neither exclusion key is set for an algorithm without a min, which would ignore it."""
     threshold = algorithm.veto_threshold
     combiner = COMBINERS.get(algorithm.name)
-    if algorithm.satisfied_at_ceiling and combiner is not None and not combiner.per_sample_active:
-        allowed = ", ".join(sorted(n for n, c in COMBINERS.items() if c.per_sample_active))
-        raise ConfigError(
-            f"algorithm.satisfied_at_ceiling=true: algorithm={algorithm.name} cannot leave an objective out "
-            f"at some samples only (its update has no per-token min); it applies to {allowed} (use false here)"
-        )
+    if algorithm.satisfied_at_ceiling and combiner is not None:
+        try:  # build_combiner refuses combiners without per-sample masks
+            build_combiner(algorithm.name, satisfied_at_ceiling=True)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if combiner is not None and not combiner.excludes_objectives:
         excluding = ", ".join(sorted(n for n, c in COMBINERS.items() if c.excludes_objectives))
         if threshold > 0:

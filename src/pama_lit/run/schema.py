@@ -308,6 +308,7 @@ def schema_rules(schema: type = TrainConfig, prefix: str = "") -> dict[str, Rule
 # under: a run folder's .hydra/config.yaml that lacks one reads as having this value (evaluate.py;
 # benchmarks/quality.py's reuse check). Add a key here when a new YAML key has no schema default.
 ADDED_KEYS: dict[str, Any] = {
+    "algorithm.satisfied_at_ceiling": False,  # every objective in the min at every sample (the paper's rule)
     "eval.reference": None,  # the run evaluated its reference itself
     "ppo.kl.placement": "reward",  # the KL penalty in every objective's reward
     "ppo.value_head_lr": None,  # the value heads at optimizer.lr

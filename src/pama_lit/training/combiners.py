@@ -227,7 +227,7 @@ def build_combiner(name: str, noon: bool | None = None, satisfied_at_ceiling: bo
             allowed = ", ".join(n for n, c in COMBINERS.items() if c.per_sample_active)
             raise ValueError(
                 f"algorithm.satisfied_at_ceiling=true: algorithm={name} cannot leave an objective out at "
-                f"some samples only; it applies to {allowed}"
+                f"some samples only (its update has no per-token min); it applies to {allowed} (use false here)"
             )
         combiner.satisfied_at_ceiling = True
     return combiner

@@ -152,9 +152,7 @@ class PamaModule(L.LightningModule):
         self.sampling_dtype = SAMPLING_DTYPES[dtype] if dtype is not None else None
         # Log-probabilities (pi_old, pi_theta, pi_ref) are those of the sampling distribution.
         self.temperature = rollout.temperature
-        self.combiner = build_combiner(
-            algorithm.name, algorithm.noon, bool(getattr(algorithm, "satisfied_at_ceiling", False))
-        )
+        self.combiner = build_combiner(algorithm.name, algorithm.noon, algorithm.satisfied_at_ceiling)
         if not isinstance(self.combiner, self.combiner_type):
             raise ValueError(
                 f"algorithm={self.combiner.name} does not train with {type(self).__name__}, which takes "
