@@ -7,12 +7,13 @@ precision, evaluation schedule), one ``python train.py`` subprocess per run, and
 - per task, a table: each objective's mean over seeds with a 95% t-interval over seeds (n-1 degrees
   of freedom), the KL to the reference, the response length and the fluency measures, plus the
   reference policy's row with its per-prompt 95% interval;
-- per task, four verdicts: does PAMA at the uniform preference beat the reference on every
+- per task, five verdicts: does PAMA at the uniform preference beat the reference on every
   objective with non-overlapping intervals; does the paper's ordering PAMA >= MORLHF >= MGDA-UB
   hold on every objective as measured; how far each method drifted from the reference (reward
-  gained per unit of KL): a method that wins by drifting further has not won; and, prompt by prompt
+  gained per unit of KL): a method that wins by drifting further has not won; prompt by prompt
   from the runs' ``eval.responses.jsonl``, each PAMA seed's score minus the reference's on the same
-  held-out prompts with its 95% interval over prompts;
+  held-out prompts with its 95% interval over prompts; and every method's reward read at the same KL
+  along its runs' evaluations (``evaluations.jsonl``), drawn as reward-vs-KL curves;
 - fronts of PAMA and MORLHF over preference vectors: hypervolume with the reference policy's point
   as the reference point, IGD+ against the union's non-dominated points, and a plot.
 
@@ -26,7 +27,7 @@ the keys that differ; ``--force`` retrains.
 
 Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
 2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
-Writes ``benchmarks/results/quality.json`` and ``quality_front.png`` (``quality_quick.*`` with
+Writes ``benchmarks/results/quality.json``, ``quality_front.png`` and ``quality_<task>_kl.png`` (``quality_quick*`` with
 ``--quick``; ``--results`` for another folder) and prints the tables as Markdown. A report of fewer
 runs than the file it would replace (a subset: ``--tasks``, ``--seeds``, ``--no-fronts``, ...) keeps
 that file and writes ``quality_<date>-<time>.*`` instead.
@@ -697,6 +698,155 @@ def verdict_matched_kl(rows: dict[str, dict], reference: dict, objectives: Seque
     return {"algorithms": gains, "furthest": furthest, "confounded": confounded, "text": text}
 
 
+def read_path(folder: Path) -> tuple[list[float], dict[str, list[float]]] | None:
+    """A run's (KL, reward) path from its ``evaluations.jsonl``; None without the file or with one point."""
+    from pama_lit.fronts.kl_curves import path_from_evaluations
+
+    path = folder / "evaluations.jsonl"
+    if not path.is_file():
+        return None
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: the other evaluations still trace the path
+    kls, rewards = path_from_evaluations(r for r in records if isinstance(r, dict))
+    return (kls, rewards) if len(kls) > 1 else None
+
+
+def compare_at(cells: dict[str, dict], mine: str, rival: str, objectives: Sequence[str]) -> dict:
+    """Where ``mine`` leads ``rival`` at one KL: on the means, and with the seeds' 95% intervals apart."""
+    ahead, above, below = [], [], []
+    for o in objectives:
+        a, b = cells[mine].get(o), cells[rival].get(o)
+        if a is None or b is None:
+            continue
+        if a["mean"] > b["mean"]:
+            ahead.append(o)
+        if None not in (a["low"], b["low"]):
+            if a["low"] > b["high"]:
+                above.append(o)
+            elif b["low"] > a["high"]:
+                below.append(o)
+    return {"algorithm": mine, "rival": rival, "ahead_on": ahead, "above_on": above, "below_on": below}
+
+
+def seeds_at_kl(paths: Sequence[tuple], level: float, objectives: Sequence[str]) -> dict[str, dict | None]:
+    """One algorithm's runs read at one KL: per objective the seeds' values, mean and 95% t-interval.
+
+    None for an objective no run reaches at ``level``; a single seed has no interval (low = high = None).
+    """
+    from pama_lit.fronts.kl_curves import reward_at_kl
+
+    cells: dict[str, dict | None] = {}
+    for o in objectives:
+        values = [v for kls, rewards in paths if (v := reward_at_kl(kls, rewards[o], level)) is not None]
+        if not values:
+            cells[o] = None
+            continue
+        mean = statistics.fmean(values)
+        half = None
+        if len(values) > 1:
+            half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+        cells[o] = {
+            "mean": mean,
+            "low": None if half is None else mean - half,
+            "high": None if half is None else mean + half,
+            "seeds": values,
+        }
+    return cells
+
+
+def _cells_text(cells: dict[str, dict | None]) -> str:
+    return ", ".join(
+        f"{o} -"
+        if c is None
+        else f"{o} {c['mean']:.3g}" + ("" if c["low"] is None else f" [{c['low']:.3g}, {c['high']:.3g}]")
+        for o, c in cells.items()
+    )
+
+
+def verdict_reward_at_kl(folders: dict[str, Sequence[Path]], objectives: Sequence[str]) -> dict:
+    """Every algorithm's reward read at the same KL to the reference, along each run's evaluations.
+
+    Each run's evaluations (the reference at KL 0 first) trace a (KL, reward) path; every path is read
+    where it reaches a KL (``pama_lit.fronts.kl_curves``), and the seeds give a mean with a 95%
+    t-interval. All algorithms are read at the largest KL that every run reaches and at half of it;
+    each PAMA variant is also compared with each baseline at the largest KL both reach. This is the
+    like-for-like comparison that "gain per unit of KL" only approximates (reward curves bend, so a
+    ratio favours the run that drifted least). The reading is as fine as the evaluation schedule.
+    """
+    from pama_lit.fronts.kl_curves import common_kl
+
+    paths = {a: [p for p in (read_path(f) for f in fs) if p is not None] for a, fs in folders.items()}
+    paths = {a: ps for a, ps in paths.items() if ps}
+    short = sorted(a for a, fs in folders.items() if len(paths.get(a, [])) < len(fs))
+    if not paths:
+        return {"kls": [], "text": "reward at matched KL: not measured (no run has two evaluations)"}
+
+    def top_of(*algorithms: str) -> float | None:
+        return common_kl(kls for a in algorithms for kls, _ in paths[a])
+
+    top = top_of(*paths)
+    if top is None or top <= 0:
+        return {"kls": [], "text": "reward at matched KL: not measured (a run never left the reference)"}
+    levels = [top / 2, top]
+    table = {
+        a: {f"{level:.6g}": seeds_at_kl(ps, level, objectives) for level in levels} for a, ps in paths.items()
+    }
+    lines = [
+        f"at KL {level:.3g}: " + "; ".join(f"{a} {_cells_text(table[a][f'{level:.6g}'])}" for a in table)
+        for level in levels
+    ]
+    comparison = []
+    for mine in (a for a in paths if a.startswith("pama")):
+        for rival in (a for a in paths if not a.startswith("pama")):
+            level = top_of(mine, rival)
+            if level is None or level <= 0:
+                continue
+            cells = {a: seeds_at_kl(paths[a], level, objectives) for a in (mine, rival)}
+            comparison.append(compare_at(cells, mine, rival, objectives) | {"kl": level, "cells": cells})
+    text = (
+        "reward at matched KL (each run read where its KL reaches the level, linear between "
+        f"evaluations, the best reading where it meets the level twice; {top:.3g} is the largest KL every run reaches): "
+        + " | ".join(lines)
+    )
+    for c in comparison:
+        text += (
+            f". At KL {c['kl']:.3g} (the most both reach) {c['algorithm']} "
+            f"{_cells_text(c['cells'][c['algorithm']])} vs {c['rival']} {_cells_text(c['cells'][c['rival']])}: "
+            f"{c['algorithm']} ahead on the means on {', '.join(c['ahead_on']) or 'no objective'}; "
+            f"intervals apart in its favour on {', '.join(c['above_on']) or 'none'}, against it on "
+            f"{', '.join(c['below_on']) or 'none'}"
+        )
+    if short:
+        text += f". Runs without an evaluation path were left out of {', '.join(short)}"
+    return {
+        "kls": levels,
+        "common_kl": top,
+        "algorithms": table,
+        "comparison": comparison,
+        "paths": {a: [{"kl": kls, "rewards": rewards} for kls, rewards in ps] for a, ps in paths.items()},
+        "text": text,
+    }
+
+
+def plot_kl_curves(task: dict, png: Path) -> str | None:
+    """Draw a task's reward-vs-KL paths to ``png``; the path written, or None without paths."""
+    from pama_lit.fronts import plot_reward_kl
+
+    verdict = task.get("verdicts", {}).get("reward_at_kl", {})
+    if not verdict.get("paths"):
+        return None
+    paths = {a: [(p["kl"], p["rewards"]) for p in ps] for a, ps in verdict["paths"].items()}
+    fig = plot_reward_kl(paths, task["objectives"], marks=verdict["kls"])
+    fig.suptitle(f"{task['task']}: reward against KL to the reference, every evaluation of every seed")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    return str(png)
+
+
 def verdict_paired(folders: Sequence[Path], objectives: Sequence[str], algorithm: str = "pama") -> dict:
     """Each of ``algorithm``'s runs against the reference on the same held-out prompts, prompt by prompt.
 
@@ -809,6 +959,9 @@ def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms
         "beats_reference": verdict_beats_reference(rows, reference, objectives),
         "paper_order": verdict_paper_order(rows, objectives),
         "matched_kl": verdict_matched_kl(rows, reference, objectives),
+        "reward_at_kl": verdict_reward_at_kl(
+            {a: [Path(results[r]["folder"]) for r in done if r.algorithm == a] for a in rows}, objectives
+        ),
         "paired": verdict_paired(
             [Path(results[r]["folder"]) for r in done if r.algorithm == "pama"], objectives
         ),
@@ -960,6 +1113,13 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
     fronts = None
     if front_runs:
         fronts = report_fronts(unique(front_runs), results, args.out, args.results / f"{name}_front.png")
+    for task in tasks:
+        png = plot_kl_curves(task, args.results / f"{name}_{task['task']}_kl.png")
+        if png:
+            task["kl_plot"] = png
+            task["markdown"] += (
+                f"\n- reward-vs-KL plot: {Path(png).relative_to(ROOT) if Path(png).is_relative_to(ROOT) else png}"
+            )
     markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
     mixed = sorted({task for task, _ in budgets if sum(t == task for t, _ in budgets) > 1})
     if mixed:

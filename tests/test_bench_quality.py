@@ -224,6 +224,56 @@ def test_matched_kl_flags_a_lead_bought_with_more_drift():
     assert verdict["confounded"] == [] and verdict["furthest"] == "morlhf"
 
 
+def write_path(folder: Path, points) -> None:
+    """evaluations.jsonl of one run: (iteration, KL, sentiment, length) per evaluation, reference first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for iteration, kl, sentiment, length in points:
+        record = eval_record([sentiment, length], kl=kl, policy="reference" if iteration == 0 else "trained")
+        lines.append(json.dumps(record | {"iteration": iteration}))
+    (folder / "evaluations.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_reward_at_kl_reads_every_run_at_the_kl_all_of_them_reach(tmp_path):
+    # pama's seeds reach KL 4 and 6 with sentiment rising 0.1 per unit of KL; morlhf's reach KL 8 and 10
+    # rising 0.05 per unit: at its end morlhf scores more (0.4-0.5 against 0.4-0.6) only by drifting.
+    folders = {"pama": [], "morlhf": []}
+    for algorithm, slope, ends in (("pama", 0.1, (4.0, 6.0)), ("morlhf", 0.05, (8.0, 10.0))):
+        for seed, end in enumerate(ends):
+            folder = tmp_path / algorithm / f"seed{seed}"
+            write_path(
+                folder,
+                [(0, 0.0, 0.0, 0.0), (10, end / 2, slope * end / 2, 1.0), (20, end, slope * end, 1.0 + seed)],
+            )
+            folders[algorithm].append(folder)
+    folders["morlhf"].append(tmp_path / "morlhf" / "seed2")  # no evaluations.jsonl: left out, and said so
+    verdict = quality.verdict_reward_at_kl(folders, OBJECTIVES)
+    assert verdict["common_kl"] == 4.0 and verdict["kls"] == [2.0, 4.0]
+    at_4 = {a: verdict["algorithms"][a]["4"] for a in ("pama", "morlhf")}
+    assert at_4["pama"]["sentiment"]["seeds"] == pytest.approx([0.4, 0.4])
+    assert at_4["morlhf"]["sentiment"]["seeds"] == pytest.approx([0.2, 0.2])
+    assert at_4["pama"]["sentiment"]["low"] == pytest.approx(
+        0.4
+    )  # no spread over seeds: a zero-width interval
+    # length: pama's seed 1 ends at 2.0 from 1.0 at KL 3, so at KL 4 it reads 1 + (4 - 3) / 3
+    assert at_4["pama"]["length"]["seeds"] == pytest.approx([1.0, 1 + 1 / 3])
+    [comparison] = verdict["comparison"]
+    assert (comparison["algorithm"], comparison["rival"], comparison["kl"]) == ("pama", "morlhf", 4.0)
+    # length at KL 4: pama 1.0 and 1.33, morlhf 1.0 and 0.8: ahead on the means, intervals overlapping
+    assert comparison["ahead_on"] == ["sentiment", "length"] and comparison["above_on"] == ["sentiment"]
+    assert comparison["below_on"] == []
+    assert "left out of morlhf" in verdict["text"] and "(the most both reach)" in verdict["text"]
+    assert [len(p) for p in verdict["paths"].values()] == [2, 2]
+
+
+def test_reward_at_kl_without_evaluation_files_is_not_measured(tmp_path):
+    verdict = quality.verdict_reward_at_kl({"pama": [tmp_path / "a"]}, OBJECTIVES)
+    assert verdict["kls"] == [] and "not measured" in verdict["text"]
+    write_path(tmp_path / "b", [(0, 0.0, 0.0, 0.0), (10, 0.0, 0.1, 0.1)])  # never left the reference
+    verdict = quality.verdict_reward_at_kl({"pama": [tmp_path / "b"]}, OBJECTIVES)
+    assert verdict["kls"] == [] and "never left the reference" in verdict["text"]
+
+
 # ------------------------------------------------------------------------------ report from files
 # The front of test_fronts.py: pama on an evenly spaced front, morlhf inside it, reference at (0, 0).
 FRONT = {
@@ -291,6 +341,20 @@ def test_report_only_reads_seeds_fronts_and_writes_json_and_plot(tmp_path, capsy
     assert payload["budget"]["iterations"] == quality.ITERATIONS and "git_commit" in payload["machine"]
     printed = capsys.readouterr().out
     assert "| **pama** | 3/3 seeds | 0.35 [" in printed and "### fronts" in printed
+    assert "reward at matched KL: not measured" in printed  # these runs wrote no evaluations.jsonl
+    assert not list((tmp_path / "results").glob("*_kl.png"))
+
+
+def test_report_only_plots_reward_against_kl_from_the_runs_evaluations(tmp_path, capsys):
+    write_benchmark(tmp_path / "runs")
+    for folder in (tmp_path / "runs" / "sentiment_length").glob("*/uniform/seed*"):
+        write_path(folder, [(0, 0.0, 0.0, 0.0), (10, 1.0, 0.2, 0.2), (30, 2.0, 0.3, 0.3)])
+    assert quality.main([*report_args(tmp_path), "--report-only"]) == 0
+    payload = json.loads((tmp_path / "results" / "quality.json").read_text())
+    task = payload["tasks"]["sentiment_length"]
+    assert task["verdicts"]["reward_at_kl"]["common_kl"] == 2.0
+    assert Path(task["kl_plot"]).stat().st_size > 10_000
+    assert "reward-vs-KL plot:" in capsys.readouterr().out
 
 
 def test_report_marks_missing_runs_and_exits_non_zero(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Pareto fronts of preference sweeps: front indicators, result collection and plots.
 
 `metrics` holds the indicators (numpy, on moocore), `torch_metrics` their torchmetrics wrappers
-for logging during training, `collect` reads a sweep's eval.json files, `plot` draws fronts, and
+for logging during training, `collect` reads a sweep's eval.json files, `kl_curves` reads runs
+at matched KL to the reference, `plot` draws fronts and reward-vs-KL curves, and
 `python -m pama_lit.fronts` is the command that ties them together.
 """
 
@@ -18,6 +19,7 @@ from pama_lit.fronts.collect import (
     reference_point,
     write_tables,
 )
+from pama_lit.fronts.kl_curves import common_kl, path_from_evaluations, reward_at_kl
 from pama_lit.fronts.metrics import (
     additive_epsilon,
     hypervolume,
@@ -25,7 +27,7 @@ from pama_lit.fronts.metrics import (
     non_dominated,
     spacing,
 )
-from pama_lit.fronts.plot import plot_front, plot_hypervolume_history
+from pama_lit.fronts.plot import plot_front, plot_hypervolume_history, plot_reward_kl
 
 __all__ = [
     "FrontsError",
@@ -33,6 +35,7 @@ __all__ = [
     "IGDPlusMetric",
     "Sweep",
     "additive_epsilon",
+    "common_kl",
     "front_metrics",
     "hypervolume",
     "hypervolume_history",
@@ -41,9 +44,12 @@ __all__ = [
     "load_sweep",
     "mean_column",
     "non_dominated",
+    "path_from_evaluations",
     "plot_front",
     "plot_hypervolume_history",
+    "plot_reward_kl",
     "reference_point",
+    "reward_at_kl",
     "spacing",
     "write_tables",
 ]

@@ -129,3 +129,40 @@ def plot_hypervolume_history(history: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def plot_reward_kl(
+    paths: dict[str, Sequence[tuple[Sequence[float], dict[str, Sequence[float]]]]],
+    objectives: Sequence[str],
+    marks: Sequence[float] = (),
+) -> Figure:
+    """Reward against KL to the reference, one panel per objective, one line per run.
+
+    Args:
+        paths: Per algorithm, each run's path: its evaluations' KLs and, per objective, their means
+            (`kl_curves.path_from_evaluations`). Runs of one algorithm share a colour.
+        objectives: Objective ids, one panel each.
+        marks: KL values to draw as dotted vertical lines (where the runs were compared).
+    """
+    fig = Figure(figsize=(4.5 * len(objectives), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(objectives)))
+    for ax, objective in zip(axes, objectives, strict=True):
+        for i, (algorithm, runs) in enumerate(sorted(paths.items())):
+            for j, (kls, rewards) in enumerate(runs):
+                ax.plot(
+                    kls,
+                    rewards[objective],
+                    color=f"C{i}",
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    alpha=0.8,
+                    label=algorithm if j == 0 else None,
+                )
+        for kl in marks:
+            ax.axvline(kl, color="0.5", linestyle=":", linewidth=1)
+        ax.set_xlabel("KL to the reference")
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return fig
