@@ -711,7 +711,11 @@ def read_path(folder: Path) -> tuple[list[float], dict[str, list[float]]] | None
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line cut by a crash: the other evaluations still trace the path
-    kls, rewards = path_from_evaluations(r for r in records if isinstance(r, dict))
+    try:
+        kls, rewards = path_from_evaluations(r for r in records if isinstance(r, dict))
+    except (ValueError, KeyError, TypeError) as err:  # a malformed file: the report names the run's algorithm
+        warnings.warn(f"{path}: no reward-vs-KL path ({err!r})", stacklevel=2)
+        return None
     return (kls, rewards) if len(kls) > 1 else None
 
 

@@ -266,6 +266,17 @@ def test_reward_at_kl_reads_every_run_at_the_kl_all_of_them_reach(tmp_path):
     assert [len(p) for p in verdict["paths"].values()] == [2, 2]
 
 
+def test_a_malformed_evaluations_file_leaves_its_run_out_with_a_warning(tmp_path):
+    write_path(tmp_path / "good", [(0, 0.0, 0.0, 0.0), (10, 2.0, 0.2, 0.2)])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "evaluations.jsonl").write_text(
+        json.dumps({"iteration": 0, "kl_ref": 0.0, "rewards": {"sentiment": {}}}) + "\n{cut"
+    )
+    with pytest.warns(UserWarning, match="no reward-vs-KL path"):
+        verdict = quality.verdict_reward_at_kl({"pama": [tmp_path / "good", tmp_path / "bad"]}, OBJECTIVES)
+    assert verdict["common_kl"] == 2.0 and "left out of pama" in verdict["text"]
+
+
 def test_reward_at_kl_without_evaluation_files_is_not_measured(tmp_path):
     verdict = quality.verdict_reward_at_kl({"pama": [tmp_path / "a"]}, OBJECTIVES)
     assert verdict["kls"] == [] and "not measured" in verdict["text"]
