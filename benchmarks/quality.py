@@ -494,6 +494,11 @@ def t_quantile(dof: int) -> float:
     return float(t.ppf(0.975, dof))
 
 
+def t_half_width(values: Sequence[float]) -> float:
+    """Half the 95% t-interval of the mean of ``values`` (two or more): t_{0.975,n-1} * s / sqrt(n)."""
+    return t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def number(value: Any) -> float | None:
     """A scalar measure: a number, or the mean of a ``{"mean": ...}`` summary; None if absent."""
     if isinstance(value, dict):
@@ -522,7 +527,7 @@ def aggregate(evals: list[dict], objectives: Sequence[str]) -> dict:
         means = [float(e["rewards"][objective]["mean"]) for e in evals]
         mean = statistics.fmean(means)
         if n > 1:
-            half = t_quantile(n - 1) * statistics.stdev(means) / math.sqrt(n)
+            half = t_half_width(means)
             low, high = mean - half, mean + half
         else:
             low, high = (float(x) for x in evals[0]["rewards"][objective]["ci95"])
@@ -699,23 +704,24 @@ def verdict_matched_kl(rows: dict[str, dict], reference: dict, objectives: Seque
 
 
 def read_path(folder: Path) -> tuple[list[float], dict[str, list[float]]] | None:
-    """A run's (KL, reward) path from its ``evaluations.jsonl``; None without the file or with one point."""
+    """A run's (KL, reward) path from its ``evaluations.jsonl``; None without the file or with one point.
+
+    Malformed lines are skipped with a logged warning (``pama_lit.fronts.read_history``); a file that
+    leaves no path warns and the run is left out.
+    """
+    from pama_lit.fronts.collect import HISTORY_FILE, read_history
     from pama_lit.fronts.kl_curves import path_from_evaluations
 
-    path = folder / "evaluations.jsonl"
+    path = folder / HISTORY_FILE
     if not path.is_file():
         return None
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: the other evaluations still trace the path
     try:
-        kls, rewards = path_from_evaluations(r for r in records if isinstance(r, dict))
-    except (ValueError, KeyError, TypeError) as err:  # a malformed file: the report names the run's algorithm
+        kls, rewards = path_from_evaluations(read_history(path))
+    except ValueError as err:  # evaluations of different objectives: the report names the run's algorithm
         warnings.warn(f"{path}: no reward-vs-KL path ({err!r})", stacklevel=2)
         return None
+    if not kls:
+        warnings.warn(f"{path}: no reward-vs-KL path (no well-formed evaluation)", stacklevel=2)
     return (kls, rewards) if len(kls) > 1 else None
 
 
@@ -750,9 +756,7 @@ def seeds_at_kl(paths: Sequence[tuple], level: float, objectives: Sequence[str])
             cells[o] = None
             continue
         mean = statistics.fmean(values)
-        half = None
-        if len(values) > 1:
-            half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+        half = t_half_width(values) if len(values) > 1 else None
         cells[o] = {
             "mean": mean,
             "low": None if half is None else mean - half,

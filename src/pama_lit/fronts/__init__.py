@@ -16,6 +16,7 @@ from pama_lit.fronts.collect import (
     load_history,
     load_sweep,
     mean_column,
+    read_history,
     reference_point,
     write_tables,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "plot_front",
     "plot_hypervolume_history",
     "plot_reward_kl",
+    "read_history",
     "reference_point",
     "reward_at_kl",
     "spacing",

@@ -315,8 +315,32 @@ def write_tables(sweep: Sweep, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def read_history(path: str | Path, objectives: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The checked `pama_lit.eval/1` records of one run's evaluations.jsonl, in file order.
+
+    A malformed line (invalid JSON, another format, missing fields, or objectives other than
+    ``objectives`` when given) is skipped with a logged warning that names it.
+    """
+    path = Path(path)
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = _parse_eval(json.loads(line))
+            if objectives is not None and set(obj["objectives"]) != set(objectives):
+                raise MalformedEvalError(
+                    f"objectives {obj['objectives']} differ from the sweep's {list(objectives)}"
+                )
+        except (json.JSONDecodeError, MalformedEvalError) as err:
+            log.warning("skipping malformed line %d of %s: %s", number, path, err)
+            continue
+        records.append(obj)
+    return records
+
+
 def load_history(sweep: Sweep) -> pd.DataFrame:
-    """Evaluations during training, from each run's evaluations.jsonl.
+    """Evaluations during training, from each run's evaluations.jsonl (`read_history`).
 
     Returns:
         One row per evaluation: algorithm, run_dir, preference, iteration and `{objective}_mean`.
@@ -329,18 +353,7 @@ def load_history(sweep: Sweep) -> pd.DataFrame:
         path = Path(run_dir) / HISTORY_FILE
         if not path.is_file():
             continue
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = _parse_eval(json.loads(line))
-                if set(obj["objectives"]) != set(sweep.objectives):
-                    raise MalformedEvalError(
-                        f"objectives {obj['objectives']} differ from the sweep's {list(sweep.objectives)}"
-                    )
-            except (json.JSONDecodeError, MalformedEvalError) as err:
-                log.warning("skipping malformed line %d of %s: %s", number, path, err)
-                continue
+        for obj in read_history(path, sweep.objectives):
             row = {
                 "algorithm": algorithm,
                 "run_dir": run_dir,
