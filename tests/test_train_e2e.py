@@ -311,22 +311,34 @@ def test_evaluations_are_labelled_with_the_iteration_just_completed(tmp_path, it
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["iteration"] == iterations
 
 
-@pytest.mark.parametrize(("algorithm", "clamped"), [("morlhf_noon", True), ("morlhf", False)])
-def test_morlhf_noon_clamps_the_scalarised_advantage(tmp_path, monkeypatch, algorithm, clamped):
-    """The ablation that separates Noon from PAMA's combine rule: one scalarised stream, never negative."""
-    from pama_lit.training.combiners import Morlhf
+@pytest.mark.parametrize(
+    ("algorithm", "name", "clamped"),
+    [
+        ("morlhf_noon", "morlhf", True),
+        ("morlhf", "morlhf", False),
+        ("pama_no_noon", "pama", False),
+        ("pama", "pama", True),
+    ],
+)
+def test_the_noon_ablations_clamp_the_combined_advantage_or_not(
+    tmp_path, monkeypatch, algorithm, name, clamped
+):
+    """The two-by-two that separates Noon from PAMA's combine rule: with Noon the combined advantage is
+    never negative; without it (``morlhf``, ``pama_no_noon``) it is negative at some tokens."""
+    from pama_lit.training.combiners import COMBINERS
 
     seen: list[torch.Tensor] = []
-    original = Morlhf.combine
+    cls = COMBINERS[name]
+    original = cls.combine
 
-    def spy(self, advantages, mask, *args):
-        combined, weights = original(self, advantages, mask, *args)
+    def spy(self, advantages, mask, *args, **kwargs):
+        combined, weights = original(self, advantages, mask, *args, **kwargs)
         seen.append(combined[mask.bool()])
         return combined, weights
 
-    monkeypatch.setattr(Morlhf, "combine", spy)
+    monkeypatch.setattr(cls, "combine", spy)
     cfg = compose_config(["debug=tiny", "iterations=2", "logger=none", f"algorithm={algorithm}"], tmp_path)
-    assert cfg.algorithm.name == "morlhf"
+    assert cfg.algorithm.name == name
     train(cfg)
     combined = torch.cat(seen)
     assert combined.numel() and combined.max() > 0
