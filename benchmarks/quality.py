@@ -28,7 +28,7 @@ the keys that differ; ``--force`` retrains.
 Run: ``.venv/bin/python benchmarks/quality.py`` (hours), ``--quick`` (under 15 minutes on a quiet
 2-core CPU, by estimate), ``--dry-run`` (the commands only), ``--report-only`` (tables from the runs on disk).
 Writes ``benchmarks/results/quality.json``, ``quality_front.png`` and ``quality_<task>_kl.png`` (``quality_quick*`` with
-``--quick``; ``--results`` for another folder) and prints the tables as Markdown. A report of fewer
+``--quick``; ``--results`` for another folder, ``--name`` for another stem) and prints the tables as Markdown. A report of fewer
 runs than the file it would replace (a subset: ``--tasks``, ``--seeds``, ``--no-fronts``, ...) keeps
 that file and writes ``quality_<date>-<time>.*`` instead.
 """
@@ -41,6 +41,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -1236,6 +1237,11 @@ def add_how_arguments(parser: argparse.ArgumentParser) -> None:
         default=RESULTS,
         help="where the JSON and the plot go (default benchmarks/results)",
     )
+    how.add_argument(
+        "--name",
+        help="the stem of the report's files in --results (default quality, quality_quick with --quick): "
+        "letters, digits, '_', '-' and '.'",
+    )
     how.add_argument("--force", action="store_true", help="retrain runs that are done already")
     how.add_argument(
         "--accept-drift",
@@ -1360,7 +1366,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             canonical_preference(preference)
     except ValueError as err:
         parser.error(f"--front-preferences: {err}")
-    args.name = "quality_quick" if args.quick else "quality"
+    if args.name is None:
+        args.name = "quality_quick" if args.quick else "quality"
+    elif not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
+        parser.error(
+            f"--name {args.name!r}: a file stem of letters, digits, '_', '-' and '.' (not starting with "
+            "'.' or '-'), such as quality_no_noon; --results sets the folder"
+        )
     return args
 
 

@@ -736,6 +736,23 @@ def test_report_only_of_a_subset_keeps_the_fuller_report(tmp_path, capsys):
     assert json.loads(written.read_text())["runs"][0]["run_dir"].endswith("seed0")
 
 
+def test_name_sets_the_report_stem_and_rejects_a_path(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    full = {"runs": [{"run_dir": str(tmp_path / "runs" / "elsewhere")}], "markdown": "the full report"}
+    (results / "quality.json").write_text(json.dumps(full))
+    argv = [*ONE_RUN, "--out", str(tmp_path / "runs"), "--results", str(results), "--report-only"]
+    quality.main([*argv, "--name", "quality_no_noon"])
+    assert json.loads((results / "quality.json").read_text()) == full  # the default stem is left alone
+    written = json.loads((results / "quality_no_noon.json").read_text())
+    assert written["runs"][0]["run_dir"].endswith("seed0")
+    assert sorted(p.name for p in results.iterdir()) == ["quality.json", "quality_no_noon.json"]
+    assert quality.parse_args(["--quick", "--name", "mine"]).name == "mine"
+    for bad in ("../escape", "a/b", "", ".hidden", "-x", "two words"):
+        with pytest.raises(SystemExit):
+            quality.parse_args(["--name", bad])
+
+
 def test_a_resumed_run_with_its_own_reference_evaluation_is_given_no_other(tmp_path, monkeypatch):
     calls: list[list[str]] = []
     monkeypatch.setattr(
