@@ -995,6 +995,19 @@ def point_cell(row, objective: str) -> str:
     return f"{row[f'{objective}_mean']:.4g} [{row[f'{objective}_ci95_low']:.4g}, {row[f'{objective}_ci95_high']:.4g}]"
 
 
+def shown(path: str | Path) -> str:
+    """A path as a report records it: relative to the repository when inside it, else as given."""
+    path = Path(path)
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def together(count: int) -> str:
+    """Whose points IGD+ is measured against, in words: ``count`` algorithms' fronts together."""
+    return "the one algorithm's front" if count == 1 else (
+        "both algorithms together" if count == 2 else f"all {count} algorithms together"
+    )
+
+
 def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Path) -> dict:
     """Front points, hypervolume (reference policy as the reference point), IGD+ and the plot."""
     from pama_lit.fronts import FrontsError, front_metrics, load_sweep, plot_front, reference_point
@@ -1037,7 +1050,7 @@ def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Pat
     md = (
         f"### fronts ({runs[0].task}, seed {runs[0].seed})\n\n{table}\n\n{summary}\n\n"
         f"Hypervolume reference point: the reference policy ({coords}); IGD+ against the non-dominated "
-        f"points of both algorithms together. Plot: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}"
+        f"points of {together(len(metrics))}. Plot: {shown(png)}"
     )
     return {
         "objectives": objectives,
@@ -1045,7 +1058,7 @@ def report_fronts(runs: list[Run], results: dict[Run, dict], out: Path, png: Pat
         "reference_point_source": source,
         "points": json.loads(sweep.runs.to_json(orient="records")),
         "metrics": json.loads(metrics.to_json(orient="records")),
-        "plot": str(png),
+        "plot": shown(png),
         "markdown": md,
     }
 
@@ -1125,16 +1138,16 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
     for task in tasks:
         png = plot_kl_curves(task, args.results / f"{name}_{task['task']}_kl.png")
         if png:
-            task["kl_plot"] = png
+            task["kl_plot"] = shown(png)
             task["markdown"] += (
-                f"\n- reward-vs-KL plot: {Path(png).relative_to(ROOT) if Path(png).is_relative_to(ROOT) else png}"
+                f"\n- reward-vs-KL plot: {shown(png)}"
             )
     markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
     mixed = sorted({task for task, _ in budgets if sum(t == task for t, _ in budgets) > 1})
     if mixed:
         markdown += (
             f"\n\nwarning: the runs of {', '.join(mixed)} were trained under different budgets "
-            "(see quality.json: runs[].overrides)"
+            f"(see {name}.json: runs[].overrides)"
         )
     payload = {
         "benchmark": "quality",

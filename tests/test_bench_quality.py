@@ -352,8 +352,19 @@ def test_report_only_reads_seeds_fronts_and_writes_json_and_plot(tmp_path, capsy
     assert payload["budget"]["iterations"] == quality.ITERATIONS and "git_commit" in payload["machine"]
     printed = capsys.readouterr().out
     assert "| **pama** | 3/3 seeds | 0.35 [" in printed and "### fronts" in printed
+    assert "IGD+ against the non-dominated points of both algorithms together" in printed
     assert "reward at matched KL: not measured" in printed  # these runs wrote no evaluations.jsonl
     assert not list((tmp_path / "results").glob("*_kl.png"))
+
+
+def test_a_front_of_one_algorithm_says_whose_points_igd_is_against(tmp_path, capsys):
+    write_benchmark(tmp_path / "runs")
+    argv = [*report_args(tmp_path), "--algorithms", "pama", "--front-algorithms", "pama", "--report-only"]
+    assert quality.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "IGD+ against the non-dominated points of the one algorithm's front" in printed
+    assert "both algorithms" not in printed
+    assert quality.together(3) == "all 3 algorithms together"
 
 
 def test_report_only_plots_reward_against_kl_from_the_runs_evaluations(tmp_path, capsys):
