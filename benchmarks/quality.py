@@ -1003,8 +1003,10 @@ def shown(path: str | Path) -> str:
 
 def together(count: int) -> str:
     """Whose points IGD+ is measured against, in words: ``count`` algorithms' fronts together."""
-    return "the one algorithm's front" if count == 1 else (
-        "both algorithms together" if count == 2 else f"all {count} algorithms together"
+    return (
+        "the one algorithm's front"
+        if count == 1
+        else ("both algorithms together" if count == 2 else f"all {count} algorithms together")
     )
 
 
@@ -1139,9 +1141,7 @@ def report(args: argparse.Namespace, seed_runs: list[Run], front_runs: list[Run]
         png = plot_kl_curves(task, args.results / f"{name}_{task['task']}_kl.png")
         if png:
             task["kl_plot"] = shown(png)
-            task["markdown"] += (
-                f"\n- reward-vs-KL plot: {shown(png)}"
-            )
+            task["markdown"] += f"\n- reward-vs-KL plot: {shown(png)}"
     markdown = "\n\n".join([t["markdown"] for t in tasks] + ([fronts["markdown"]] if fronts else []))
     mixed = sorted({task for task, _ in budgets if sum(t == task for t, _ in budgets) > 1})
     if mixed:
