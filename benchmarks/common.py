@@ -105,10 +105,16 @@ def machine_info() -> dict:
 
 
 # ------------------------------------------------------------------------------------ JSON, tables
+def shown(path: str | Path) -> str:
+    """A path as a report shows it: relative to the repository when inside it, else as given."""
+    path = Path(path)
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     """Write ``<folder>/<name>.json`` (the latest run; ``benchmarks/results`` by default) and print where."""
     path = write_atomic(folder / f"{name}.json", json.dumps(payload, indent=2, default=float) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"\nwrote {shown(path)}")
     return path
 
 

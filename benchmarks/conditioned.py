@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
-from common import ROOT, machine_info, write_result  # noqa: E402
+from common import ROOT, machine_info, shown, write_result  # noqa: E402
 from quality import (  # noqa: E402
     Run,
     fmt,
@@ -488,7 +488,7 @@ def fronts_markdown(fronts: dict, front, objectives: list[str], ref, png: Path) 
         "",
         f"Hypervolume reference point: the reference policy ({coords}); IGD+ against the non-dominated "
         "points of all fronts together; Spearman: per objective, the weight against the reward over the "
-        f"sweep's preferences. Plot: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}",
+        f"sweep's preferences. Plot: {shown(png)}",
         "",
     ]
     threads = {tuple(f["compute"]["threads"]) for f in fronts.values() if f["compute"]["threads"]}

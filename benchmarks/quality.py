@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, compose, machine_info, write_result  # noqa: E402
+from common import RESULTS, ROOT, compose, machine_info, shown, write_result  # noqa: E402
 
 # Budgets every run gets, whatever its algorithm (flags override them).
 ITERATIONS = 12
@@ -993,12 +993,6 @@ def report_task(task: str, runs: list[Run], results: dict[Run, dict], algorithms
 def point_cell(row, objective: str) -> str:
     """A front point's mean on ``objective`` with its per-prompt 95% interval (a row of ``Sweep.runs``)."""
     return f"{row[f'{objective}_mean']:.4g} [{row[f'{objective}_ci95_low']:.4g}, {row[f'{objective}_ci95_high']:.4g}]"
-
-
-def shown(path: str | Path) -> str:
-    """A path as a report records it: relative to the repository when inside it, else as given."""
-    path = Path(path)
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def together(count: int) -> str:
